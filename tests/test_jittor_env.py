@@ -1,0 +1,87 @@
+"""The Jittor bootstrap: offline CPU start, oneDNN really in use, the user's settings win."""
+import os
+
+import pytest
+
+import jittor_env
+import jittor as jt
+from jittor import nn
+
+START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME")
+
+
+@pytest.fixture
+def clean_environment():
+    saved = dict(os.environ)
+    for name in START_VARIABLES:
+        os.environ.pop(name, None)
+    yield os.environ
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.mark.skipif(jt.flags.use_cuda == 1, reason="on a GPU Jittor uses cuDNN, not oneDNN")
+def test_convolutions_run_on_onednn():
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    x = jt.randn(2, 8, 12, 12)
+    with jt.profile_scope() as report:
+        loss = conv(x).sqr().sum()
+        jt.sync(jt.grad(loss, [x, conv.weight]))
+    ops = {row[0].split("«")[0] for row in report[1:]}
+    assert {"mkl_conv", "mkl_conv_backward_x", "mkl_conv_backward_w"} <= ops
+
+
+def test_cpu_machine_hides_nvcc_and_quiets_log(clean_environment, monkeypatch, tmp_path):
+    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    clean_environment["JITTOR_HOME"] = str(tmp_path)
+    assert jittor_env.configure_environment() is False
+    assert clean_environment["nvcc_path"] == ""
+    assert clean_environment["log_silent"] == "1"
+    assert "use_mkl" not in clean_environment  # oneDNN was linked, so Jittor may use it
+
+
+def test_gpu_machine_keeps_nvcc(clean_environment, monkeypatch, tmp_path):
+    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: True)
+    clean_environment["JITTOR_HOME"] = str(tmp_path)
+    assert jittor_env.configure_environment() is True
+    assert "nvcc_path" not in clean_environment
+
+
+def test_user_settings_win(clean_environment, monkeypatch):
+    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    clean_environment.update(nvcc_path="/opt/cuda/bin/nvcc", use_mkl="0", log_silent="0")
+    jittor_env.configure_environment()
+    assert clean_environment["nvcc_path"] == "/opt/cuda/bin/nvcc"
+    assert clean_environment["use_mkl"] == "0"
+    assert clean_environment["log_silent"] == "0"
+
+
+def test_verbose_variable_keeps_jittor_log(clean_environment, monkeypatch, tmp_path):
+    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    clean_environment.update(CCNET_VERBOSE="1", JITTOR_HOME=str(tmp_path))
+    jittor_env.configure_environment()
+    assert "log_silent" not in clean_environment
+
+
+def test_onednn_link_is_made_and_rebuilt_when_stale(clean_environment, tmp_path):
+    clean_environment["JITTOR_HOME"] = str(tmp_path)
+    folder = tmp_path / ".cache" / "jittor" / "mkl" / jittor_env.ONEDNN_DIR
+    assert jittor_env.link_onednn()
+    assert (folder / "lib" / "libmkldnn.so").is_file()
+    assert (folder / "include" / "dnnl.h").is_file()
+
+    library = folder / "lib" / "libmkldnn.so"
+    library.unlink()
+    library.symlink_to(tmp_path / "removed-venv" / "libmkldnn.so")  # dangling, as after rm -r .venv
+    assert not jittor_env.onednn_usable(str(folder))
+    assert jittor_env.link_onednn()
+    assert library.is_file()
+
+
+def test_missing_wheels_turn_onednn_off_with_a_warning(clean_environment, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    monkeypatch.setattr(jittor_env, "wheel_files", lambda: None)
+    clean_environment["JITTOR_HOME"] = str(tmp_path)
+    jittor_env.configure_environment()
+    assert clean_environment["use_mkl"] == "0"
+    assert "oneDNN not found" in capsys.readouterr().err
