@@ -3,6 +3,8 @@
 They loop over pixels and work in float64, so they share no code and no tricks with the Jittor
 implementations they check.
 """
+import math
+
 import numpy as np
 
 
@@ -51,3 +53,125 @@ def numeric_gradient(f, x, eps=1e-6):
         x[i] = saved
         grad[i] = (plus - minus) / (2 * eps)
     return grad
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Direct convolution: each output sums weight * input over the kernel taps it covers."""
+    batch, in_channels, height, width = x.shape
+    out_channels, group_in, kh, kw = weight.shape
+    out_h = (height + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
+    out_w = (width + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out = np.zeros((batch, out_channels, out_h, out_w))
+    group_out = out_channels // groups
+    for o in range(out_channels):
+        g = o // group_out
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dilation, i * dilation + stride * (out_h - 1) + 1, stride)
+                cols = slice(j * dilation, j * dilation + stride * (out_w - 1) + 1, stride)
+                patch = padded[:, g * group_in:(g + 1) * group_in, rows, cols]
+                out[:, o] += np.einsum("c,bchw->bhw", weight[o, :, i, j], patch)
+        if bias is not None:
+            out[:, o] += bias[o]
+    return out
+
+
+def activate(y, activation, slope=0.01):
+    if activation == "leaky_relu":
+        return np.where(y >= 0, y, slope * y)
+    if activation == "relu":
+        return np.maximum(y, 0)
+    return y
+
+
+def abn(x, params, prefix, activation, eps=1e-5):
+    """InPlaceABN in eval mode: (x - mean) / sqrt(var + eps) * (|w| + eps) + b, then activation."""
+    shape = (1, -1, 1, 1)
+    mean = params[prefix + "running_mean"].reshape(shape)
+    var = params[prefix + "running_var"].reshape(shape)
+    scale = (np.abs(params[prefix + "weight"]) + eps).reshape(shape)
+    y = (x - mean) / np.sqrt(var + eps) * scale + params[prefix + "bias"].reshape(shape)
+    return activate(y, activation)
+
+
+def rcca_head(x, params, recurrence, activation="leaky_relu"):
+    """The RCCA head in eval mode (dropout off), from its state dict."""
+    cca = {k[len("cca."):]: v for k, v in params.items() if k.startswith("cca.")}
+    out = abn(conv2d(x, params["conva.0.weight"], padding=1), params, "conva.1.", activation)
+    for _ in range(recurrence):
+        out = cca_module(out, cca)
+    out = abn(conv2d(out, params["convb.0.weight"], padding=1), params, "convb.1.", activation)
+    both = np.concatenate([x, out], axis=1)
+    out = abn(conv2d(both, params["bottleneck.0.weight"], padding=1), params, "bottleneck.1.", activation)
+    return conv2d(out, params["bottleneck.3.weight"], params["bottleneck.3.bias"])
+
+
+def bottleneck(x, params, prefix, stride=1, dilation=1):
+    """ResNet bottleneck in eval mode, norms as InPlaceABN without activation."""
+    def conv_norm(t, i, **kw):
+        return abn(conv2d(t, params[f"{prefix}conv{i}.weight"], **kw), params, f"{prefix}bn{i}.", "identity")
+    out = np.maximum(conv_norm(x, 1), 0)
+    out = np.maximum(conv_norm(out, 2, stride=stride, padding=dilation, dilation=dilation), 0)
+    out = conv_norm(out, 3)
+    if f"{prefix}downsample.0.weight" in params:
+        x = abn(conv2d(x, params[f"{prefix}downsample.0.weight"], stride=stride), params,
+                f"{prefix}downsample.1.", "identity")
+    return np.maximum(out + x, 0)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def batch_norm(x, params, prefix, eps=1e-5):
+    """PyTorch's BatchNorm2d in eval mode."""
+    shape = (1, -1, 1, 1)
+    return ((x - params[prefix + "running_mean"].reshape(shape))
+            / np.sqrt(params[prefix + "running_var"].reshape(shape) + eps)
+            * params[prefix + "weight"].reshape(shape) + params[prefix + "bias"].reshape(shape))
+
+
+def van_block(x, params, prefix):
+    """One VAN block in eval mode (no drop path)."""
+    p = lambda name: params[prefix + name]  # noqa: E731
+    dim = x.shape[1]
+    t = batch_norm(x, params, prefix + "norm1.")
+    a = gelu(conv2d(t, p("attn.proj_1.weight"), p("attn.proj_1.bias")))
+    lka = prefix + "attn.spatial_gating_unit."
+    g = conv2d(a, params[lka + "conv0.weight"], params[lka + "conv0.bias"], padding=2, groups=dim)
+    g = conv2d(g, params[lka + "conv_spatial.weight"], params[lka + "conv_spatial.bias"],
+               padding=9, dilation=3, groups=dim)
+    g = conv2d(g, params[lka + "conv1.weight"], params[lka + "conv1.bias"])
+    attn = conv2d(a * g, p("attn.proj_2.weight"), p("attn.proj_2.bias")) + t
+    x = x + p("layer_scale_1").reshape(1, -1, 1, 1) * attn
+    t = batch_norm(x, params, prefix + "norm2.")
+    h = conv2d(t, p("mlp.fc1.weight"), p("mlp.fc1.bias"))
+    h = gelu(conv2d(h, p("mlp.dwconv.dwconv.weight"), p("mlp.dwconv.dwconv.bias"), padding=1,
+                    groups=h.shape[1]))
+    mlp = conv2d(h, p("mlp.fc2.weight"), p("mlp.fc2.bias"))
+    return x + p("layer_scale_2").reshape(1, -1, 1, 1) * mlp
+
+
+def layer_norm_channels(x, weight, bias, eps=1e-6):
+    mean = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
+
+
+def bilinear_resize(x, out_h, out_w):
+    """Bilinear resize with half-pixel centres (align_corners=False), edges clamped."""
+    def axis(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+    out = np.zeros(x.shape[:2] + (out_h, out_w))
+    rlo, rhi, rf = axis(x.shape[2], out_h)
+    clo, chi, cf = axis(x.shape[3], out_w)
+    for i in range(out_h):
+        for j in range(out_w):
+            top = x[:, :, rlo[i], clo[j]] * (1 - cf[j]) + x[:, :, rlo[i], chi[j]] * cf[j]
+            bottom = x[:, :, rhi[i], clo[j]] * (1 - cf[j]) + x[:, :, rhi[i], chi[j]] * cf[j]
+            out[:, :, i, j] = top * (1 - rf[i]) + bottom * rf[i]
+    return out

@@ -6,26 +6,16 @@ import jittor_env  # noqa: F401
 import jittor as jt
 
 import numpy_reference as ref
+from jittor_helpers import load_random_float64
 from models.cca import CrissCrossAttention, criss_cross_attention
 
 
 def float64_module(channels, seed, gamma):
-    """A CCA module in float64 with random weights and the given gamma, plus its weights."""
-    rng = np.random.default_rng(seed)
     module = CrissCrossAttention(channels)
-    module.float64()
-    params = {}
-    for name, var in module.state_dict().items():
-        params[name] = rng.standard_normal(var.shape) * 0.5
-    params["gamma"] = np.array([gamma])
-    module.load_parameters(params)
-    return module, params
+    return module, load_random_float64(module, seed, gamma=np.array([gamma]))
 
 
-@pytest.fixture(autouse=True)
-def keep_float64():
-    with jt.flag_scope(auto_convert_64_to_32=0):
-        yield
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def random_qkv(seed, batch=2, height=5, width=7, reduced=3, channels=4):

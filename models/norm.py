@@ -1,0 +1,69 @@
+"""Activated batch normalisation, as the official CCNet code's InPlaceABN(Sync) computes it.
+
+The official model normalises with InPlaceABNSync everywhere: in the backbone with no activation
+(a ReLU follows), in the RCCA and DSN heads with its default LeakyReLU(0.01). Two details differ
+from a plain BatchNorm and are kept here so that official checkpoints compute what they computed:
+the affine scale is |weight| + eps (InPlaceABN needs a positive scale to invert the activation),
+and the running variance is updated with the unbiased batch variance. Parameter names are those
+of the checkpoints: weight, bias, running_mean, running_var.
+"""
+import jittor_env  # noqa: F401
+import jittor as jt
+from jittor import nn
+
+ACTIVATIONS = ("leaky_relu", "relu", "identity")
+
+
+class ABN(nn.Module):
+    positive_scale = True  # InPlaceABN scales by |weight| + eps
+
+    def __init__(self, num_features, activation="leaky_relu", slope=0.01, eps=1e-5, momentum=0.1):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ABN: activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.num_features = num_features
+        self.activation = activation
+        self.slope = slope
+        self.eps = eps
+        self.momentum = momentum
+        self.is_train = True
+        self.weight = jt.ones(num_features)
+        self.bias = jt.zeros(num_features)
+        self.running_mean = jt.zeros(num_features).stop_grad()
+        self.running_var = jt.ones(num_features).stop_grad()
+
+    def _batch_statistics(self, x):
+        """Per-channel mean and biased variance over N, H, W (across processes under MPI)."""
+        mean = x.mean(dims=(0, 2, 3))
+        if jt.in_mpi:
+            mean = mean.mpi_all_reduce("mean")
+        var = (x - mean.reshape(1, -1, 1, 1)).sqr().mean(dims=(0, 2, 3))
+        if jt.in_mpi:
+            var = var.mpi_all_reduce("mean")
+        count = x.numel() // x.shape[1] * jt.world_size
+        unbiased = var * (count / max(count - 1, 1))
+        self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
+        self.running_var.update(self.running_var + (unbiased.detach() - self.running_var) * self.momentum)
+        return mean, var
+
+    def execute(self, x):
+        if self.is_train:
+            mean, var = self._batch_statistics(x)
+        else:
+            mean, var = self.running_mean, self.running_var
+        weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
+        scale = weight / jt.sqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        y = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        if self.activation == "leaky_relu":
+            return nn.leaky_relu(y, self.slope)
+        if self.activation == "relu":
+            return nn.relu(y)
+        return y
+
+
+class BatchNorm2d(ABN):
+    """PyTorch's BatchNorm2d: ABN without activation and with the weight used as it is."""
+    positive_scale = False
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, "identity", eps=eps, momentum=momentum)
