@@ -1,0 +1,80 @@
+"""CCNet: a backbone giving a stride-8 map, the RCCA head on it, and an auxiliary (DSN) head.
+
+ResNet-101 is the official model: the RCCA head on layer4, the DSN head on layer3, parameter
+names as the official checkpoints (conv1, ..., layer4, head.*, dsn.*).
+
+VAN has no stride-8 stage of its own width: its stages 2, 3 and 4 (strides 8, 16, 32) are
+resized to stride 8 (bilinear) and concatenated, and the RCCA head runs on that map, so criss-cross
+attention works at the resolution the paper uses; the DSN head sits on stage 3.
+
+In eval mode `model(x)` returns the main logits (stride 8); in train mode (main, auxiliary).
+"""
+import jittor_env  # noqa: F401
+import jittor as jt
+from jittor import nn
+
+from . import van
+from .norm import ABN
+from .rcca import RCCAHead
+from .resnet import ResNet
+
+BACKBONES = ("resnet101", "van_b0", "van_b1", "van_b2", "van_b3", "van_base")
+VAN_DROP_PATH = 0.1  # stochastic depth of the VAN backbone when training the segmenter
+
+
+def dsn_head(in_channels, num_classes, activation="leaky_relu", channels=512):
+    """The auxiliary classifier: conv3x3 with bias -> ABN -> Dropout2d(0.1) -> conv1x1."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1),
+        ABN(channels, activation),
+        nn.Dropout2d(0.1),
+        nn.Conv2d(channels, num_classes, 1),
+    )
+
+
+class CCNetResNet(ResNet):
+    """`layers`, `width` and `head_channels` (512) shrink the model for tests; keep the defaults."""
+
+    def __init__(self, num_classes, recurrence=2, activation="leaky_relu", layers=(3, 4, 23, 3),
+                 width=64, head_channels=512):
+        super().__init__(layers, width)
+        c3, c4 = self.out_channels
+        self.head = RCCAHead(c4, num_classes, recurrence, head_channels, activation)
+        self.dsn = dsn_head(c3, num_classes, activation, head_channels)
+        self.train()  # PyTorch's default; note that Jittor's eval() also stops gradients
+
+    def execute(self, x):
+        c3, c4 = super().execute(x)
+        out = self.head(c4)
+        return (out, self.dsn(c3)) if self.is_train else out
+
+
+class CCNetVAN(nn.Module):
+    """`embed_dims` and `depths` override the variant's, to shrink the model for tests."""
+
+    def __init__(self, variant, num_classes, recurrence=2, activation="leaky_relu",
+                 drop_path_rate=VAN_DROP_PATH, embed_dims=None, depths=None):
+        if embed_dims is None:
+            embed_dims, depths = van.VARIANTS[variant]
+        self.backbone = van.VAN(embed_dims, depths, drop_path_rate=drop_path_rate)
+        self.head = RCCAHead(sum(embed_dims[1:]), num_classes, recurrence, activation=activation)
+        self.dsn = dsn_head(embed_dims[2], num_classes, activation)
+        self.train()
+
+    def execute(self, x):
+        _, c2, c3, c4 = self.backbone(x)
+        size = c2.shape[2:]
+        fused = jt.concat([c2] + [nn.interpolate(c, size=size, mode="bilinear", align_corners=False)
+                                  for c in (c3, c4)], dim=1)
+        out = self.head(fused)
+        return (out, self.dsn(c3)) if self.is_train else out
+
+
+def build_ccnet(backbone, num_classes=150, recurrence=2, activation="leaky_relu"):
+    """CCNet with `backbone` in BACKBONES ("van_base" is VAN-B2)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"build_ccnet: backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    if backbone == "resnet101":
+        return CCNetResNet(num_classes, recurrence, activation)
+    variant = "van_b2" if backbone == "van_base" else backbone
+    return CCNetVAN(variant, num_classes, recurrence, activation=activation)
