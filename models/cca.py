@@ -16,6 +16,8 @@ import jittor_env  # noqa: F401  (configures Jittor before its first import)
 import jittor as jt
 from jittor import nn
 
+from . import cca_cpu
+
 
 def _column_centre_mask(height):
     """[H, H] additive mask: -inf on the diagonal removes u from its own column term."""
@@ -25,8 +27,18 @@ def _column_centre_mask(height):
 def criss_cross_attention(query, key, value):
     """sum_i A_{i,u} Phi_{i,u} for every pixel u: the aggregation of Eq. 2 without gamma and residual.
 
-    query, key: [B, C', H, W]; value: [B, C, H, W]. Returns [B, C, H, W].
+    query, key: [B, C', H, W]; value: [B, C, H, W]. Returns [B, C, H, W]. On the CPU with oneDNN
+    and float32 inputs the fused kernel of models/cca_cpu.py computes it; otherwise (GPU, where
+    Jittor's matmuls use cuBLAS, or float64) the batched-matmul formulation below.
     """
+    if cca_cpu.available(query, key, value):
+        return cca_cpu.criss_cross_attention_cpu(query, key, value)
+    return criss_cross_attention_bmm(query, key, value)
+
+
+def criss_cross_attention_bmm(query, key, value):
+    """The reference formulation: column and row affinities by batched matmuls, -inf on the
+    column's centre, one softmax over H + W logits, aggregation by batched matmuls."""
     b, _, h, w = query.shape
     # Column affinities energy_h[b, w, u_h, i_h] and row affinities energy_w[b, h, u_w, i_w].
     q_col = query.permute(0, 3, 2, 1).reshape(b * w, h, -1)
