@@ -194,7 +194,7 @@ class OverlapPatchEmbed(nn.Module):
 
 
 class VAN(nn.Module):
-    """The ImageNet VAN; `features` gives the four normalised stage maps."""
+    """The ImageNet VAN; `features` gives the four normalised stage maps (classes=0: no classifier)."""
 
     def __init__(self, dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=(8, 8, 4, 4),
                  classes=1000):
@@ -206,7 +206,8 @@ class VAN(nn.Module):
             setattr(self, f"block{i + 1}", nn.ModuleList(
                 [Block(dims[i], mlp_ratios[i]) for _ in range(depths[i])]))
             setattr(self, f"norm{i + 1}", nn.LayerNorm(dims[i], eps=1e-6))
-        self.head = nn.Linear(dims[-1], classes)
+        if classes:
+            self.head = nn.Linear(dims[-1], classes)
 
     def features(self, x):
         out = []
@@ -217,3 +218,22 @@ class VAN(nn.Module):
             x = getattr(self, f"norm{i + 1}")(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             out.append(x)
         return out
+
+
+class CCNetVAN(nn.Module):
+    """The project's VAN path: stages 2-4 resized to stride 8 and concatenated, RCCA, DSN on stage 3."""
+
+    def __init__(self, num_classes=150, recurrence=2, dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)):
+        super().__init__()
+        self.backbone = VAN(dims, depths, classes=0)
+        self.head = RCCAModule(sum(dims[1:]), num_classes, recurrence)
+        self.dsn = nn.Sequential(nn.Conv2d(dims[2], 512, 3, padding=1), ABN(512), nn.Dropout2d(0.1),
+                                 nn.Conv2d(512, num_classes, 1))
+
+    def forward(self, x):
+        _, c2, c3, c4 = self.backbone.features(x)
+        size = c2.shape[2:]
+        fused = torch.cat([c2] + [F.interpolate(c, size=size, mode="bilinear", align_corners=False)
+                                  for c in (c3, c4)], 1)
+        out = self.head(fused)
+        return (out, self.dsn(c3)) if self.training else out

@@ -16,6 +16,7 @@ from jittor import nn
 from . import van
 from .norm import ABN
 from .rcca import RCCAHead
+from .resize import resize_bilinear
 from .resnet import ResNet
 
 BACKBONES = ("resnet101", "van_b0", "van_b1", "van_b2", "van_b3", "van_base")
@@ -64,8 +65,7 @@ class CCNetVAN(nn.Module):
     def execute(self, x):
         _, c2, c3, c4 = self.backbone(x)
         size = c2.shape[2:]
-        fused = jt.concat([c2] + [nn.interpolate(c, size=size, mode="bilinear", align_corners=False)
-                                  for c in (c3, c4)], dim=1)
+        fused = jt.concat([c2] + [resize_bilinear(c, size) for c in (c3, c4)], dim=1)
         out = self.head(fused)
         return (out, self.dsn(c3)) if self.is_train else out
 

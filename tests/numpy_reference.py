@@ -159,10 +159,14 @@ def layer_norm_channels(x, weight, bias, eps=1e-6):
     return (x - mean) / np.sqrt(var + eps) * weight.reshape(1, -1, 1, 1) + bias.reshape(1, -1, 1, 1)
 
 
-def bilinear_resize(x, out_h, out_w):
-    """Bilinear resize with half-pixel centres (align_corners=False), edges clamped."""
+def bilinear_resize(x, out_h, out_w, align_corners=False):
+    """Bilinear resize: output pixel i samples input position (i + 0.5) * in / out - 0.5 (half-pixel
+    centres, clamped at the edges), or i * (in - 1) / (out - 1) with align_corners."""
     def axis(n_in, n_out):
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        if align_corners:
+            src = np.arange(n_out) * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+        else:
+            src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
         lo = np.floor(src).astype(int)
         hi = np.minimum(lo + 1, n_in - 1)
         return lo, hi, src - lo
