@@ -3,9 +3,9 @@
 ResNet-101 is the official model: the RCCA head on layer4, the DSN head on layer3, parameter
 names as the official checkpoints (conv1, ..., layer4, head.*, dsn.*).
 
-VAN has no stride-8 stage of its own width: its stages 2, 3 and 4 (strides 8, 16, 32) are
-resized to stride 8 (bilinear) and concatenated, and the RCCA head runs on that map, so criss-cross
-attention works at the resolution the paper uses; the DSN head sits on stage 3.
+VAN's deepest stage is at stride 32. Its stages 2, 3 and 4 (strides 8, 16, 32) are resized to
+stride 8 (bilinear) and concatenated, and the RCCA head runs on that map, so criss-cross attention
+works at the resolution the paper uses; the DSN head sits on stage 3.
 
 In eval mode `model(x)` returns the main logits (stride 8); in train mode (main, auxiliary).
 """
