@@ -1,0 +1,112 @@
+"""From an image to a full-resolution prediction, and a whole split to its metrics.
+
+The protocol is mmsegmentation's for ADE20K. Each scale ratio r resizes the image keeping its
+aspect ratio to (2048 r, 512 r); the model then sees either the whole resized image ("whole") or
+crop x crop tiles every `stride` pixels whose logits are averaged where they overlap ("slide");
+with `flip` the mirrored image is run too and its logits mirrored back. Every scale's softmax is
+resized (bilinear) to the original image size and the results averaged; the prediction is the
+argmax. One scale (1.0), no flip, whole is the single-scale number.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+import jittor_env  # noqa: F401
+import jittor as jt
+
+from datasets import transforms as T
+from metrics import SegmentationMetrics
+from models.resize import resize_bilinear
+
+
+@dataclass(frozen=True)
+class Protocol:
+    mode: str = "whole"
+    scales: tuple = (1.0,)
+    flip: bool = False
+    crop_size: int = 512
+    stride: int = 341
+
+    def __post_init__(self):
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        if self.mode == "slide" and not 0 < self.stride <= self.crop_size:
+            raise ValueError(f"stride must be in 1..crop_size ({self.crop_size}), got {self.stride}")
+
+    def describe(self):
+        return asdict(self)
+
+
+def tile_starts(size, crop, stride):
+    """Tile offsets covering 0..size with crop-sized windows, the last one flush with the end."""
+    if size <= crop:
+        return [0]
+    starts = list(range(0, size - crop, stride))
+    return starts + [size - crop]
+
+
+def slide_logits(model, image, crop, stride):
+    """Average of the logits of every crop x crop window (resized to the window), image [1,3,H,W]."""
+    _, _, h, w = image.shape
+    total, count = None, np.zeros((h, w), np.float32)
+    for top in tile_starts(h, crop, stride):
+        for left in tile_starts(w, crop, stride):
+            window = image[:, :, top:top + crop, left:left + crop]
+            wh, ww = window.shape[2:]
+            logits = resize_bilinear(model(window), (wh, ww)).numpy()[0]
+            if total is None:
+                total = np.zeros((logits.shape[0], h, w), np.float32)
+            total[:, top:top + wh, left:left + ww] += logits
+            count[top:top + wh, left:left + ww] += 1
+    return total / count
+
+
+def scale_logits(model, image, protocol):
+    """Logits [K, h, w] of one normalised image [3, h, w], at its own size."""
+    x = jt.array(image[None])
+    if protocol.mode == "whole":
+        return resize_bilinear(model(x), image.shape[1:]).numpy()[0]
+    return slide_logits(model, x, protocol.crop_size, protocol.stride)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def predict(model, image, normalization, protocol):
+    """Class probabilities [K, H, W] for an H x W x 3 uint8 RGB image (model in eval mode)."""
+    height, width = image.shape[:2]
+    total = None
+    with jt.no_grad():
+        for ratio in protocol.scales:
+            scale = (int(T.SCALE[0] * ratio), int(T.SCALE[1] * ratio))
+            resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, scale))
+            views = [resized, resized[:, ::-1]] if protocol.flip else [resized]
+            for i, view in enumerate(views):
+                logits = scale_logits(model, normalization(np.ascontiguousarray(view)), protocol)
+                if i == 1:
+                    logits = logits[:, :, ::-1]
+                probs = resize_bilinear(jt.array(np.ascontiguousarray(softmax(logits))[None]),
+                                        (height, width)).numpy()[0]
+                total = probs if total is None else total + probs
+    return total / (len(protocol.scales) * (2 if protocol.flip else 1))
+
+
+def evaluate(model, dataset, protocol, num_classes, progress=True, on_prediction=None):
+    """Metrics of `model` over every file of `dataset` (an ADE20K split), as metrics.py defines.
+
+    `on_prediction(index, image, label, prediction)` is called for each image, e.g. to save it.
+    """
+    model.eval()
+    metrics = SegmentationMetrics(num_classes)
+    for index in tqdm(range(len(dataset.files)), desc="eval", unit="img", disable=not progress):
+        image, label = dataset.read(index)
+        prediction = predict(model, image, dataset.normalization, protocol).argmax(axis=0)
+        metrics.update(prediction, label)
+        if on_prediction is not None:
+            on_prediction(index, image, label, prediction)
+    return metrics.results()
