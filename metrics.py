@@ -2,7 +2,8 @@
 
 For every class: intersection, union, predicted area and labelled area are summed over all images
 first, and divided only at the end (averaging per-image IoUs would be a different, wrong number).
-Pixels labelled `ignore_index` (ADE20K's "other") count in neither prediction nor label.
+Pixels labelled `ignore_index` (ADE20K's "other") count in neither prediction nor label; a pixel
+predicted `ignore_index` (no class, as a benchmark PNG's 0) counts as labelled but predicts nothing.
 
     aAcc  correctly labelled pixels / labelled pixels
     IoU_c intersection_c / union_c, NaN where class c occurs in neither prediction nor label
@@ -28,14 +29,16 @@ class SegmentationMetrics:
             raise ValueError(f"prediction {prediction.shape} and label {label.shape} differ in shape")
         valid = label != self.ignore_index
         pred, true = prediction[valid].astype(np.int64), label[valid].astype(np.int64)
-        if pred.size and (pred.min() < 0 or pred.max() >= self.num_classes):
-            raise ValueError(f"predictions must be 0..{self.num_classes - 1}, found {pred.min()}..{pred.max()}")
+        bad = (pred != self.ignore_index) & ((pred < 0) | (pred >= self.num_classes))
+        if bad.any():
+            raise ValueError(f"predictions must be 0..{self.num_classes - 1} or {self.ignore_index}, "
+                             f"found {pred[bad][0]}")
         if true.size and (true.min() < 0 or true.max() >= self.num_classes):
             raise ValueError(f"labels must be 0..{self.num_classes - 1} or {self.ignore_index}, "
                              f"found {true.min()}..{true.max()}")
         k = self.num_classes
         self.intersection += np.bincount(true[pred == true], minlength=k)
-        self.predicted += np.bincount(pred, minlength=k)
+        self.predicted += np.bincount(pred[pred != self.ignore_index], minlength=k)
         self.labelled += np.bincount(true, minlength=k)
 
     def results(self):

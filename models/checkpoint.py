@@ -113,15 +113,20 @@ def load_checked(module, state, source, may_miss=()):
     module.load_parameters(state)
 
 
-def save_state_dict(state, path):
-    """Write {name: array} as a Jittor checkpoint, atomically (a temporary file, then a rename)."""
+def save_atomic(obj, path):
+    """jt.save `obj` to `path` through a temporary file and a rename: a crash leaves the old file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pkl")
     os.close(fd)
     try:
-        jt.save({k: _to_numpy(v) for k, v in state.items()}, tmp)
+        jt.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_state_dict(state, path):
+    """Write {name: array} as a Jittor checkpoint, atomically."""
+    save_atomic({k: _to_numpy(v) for k, v in state.items()}, path)

@@ -15,7 +15,7 @@ def defined_tests(folder):
 def main(report):
     if not Path(report).is_file():
         sys.exit(f"{report}: no pytest report was written, so the test suite did not run to the end")
-    suites = ET.parse(report).getroot().iter("testsuite")
+    suites = list(ET.parse(report).getroot().iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "skipped", "failures", "errors")}
     expected = defined_tests(Path(__file__).parent)
     print(f"{report}: {counts['tests']} tests ({counts['skipped']} skipped) for {expected} "

@@ -40,9 +40,16 @@ def test_ignored_pixels_count_nowhere():
     assert r["aAcc"] == 1.0 and r["IoU"][1] == 1.0 and np.isnan(r["IoU"][2])
 
 
+def test_pixels_predicted_as_no_class_count_as_misses():
+    metrics = SegmentationMetrics(2)
+    metrics.update(np.array([255, 0, 1]), np.array([0, 0, 1]))
+    r = metrics.results()
+    assert r["aAcc"] == pytest.approx(2 / 3) and r["IoU"][0] == pytest.approx(1 / 2) and r["IoU"][1] == 1.0
+
+
 def test_out_of_range_values_are_rejected():
     metrics = SegmentationMetrics(3)
-    with pytest.raises(ValueError, match="predictions must be 0..2"):
+    with pytest.raises(ValueError, match="predictions must be 0..2 or 255, found 3"):
         metrics.update(np.array([3]), np.array([1]))
     with pytest.raises(ValueError, match="labels must be 0..2 or 255"):
         metrics.update(np.array([1]), np.array([7]))
