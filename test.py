@@ -1,0 +1,142 @@
+"""Evaluate CCNet on ADE20K (or a dataset in its layout), or score saved predictions.
+
+    python test.py --ckpt work_dirs/ccnet_van_base/latest.pkl
+    python test.py --ckpt CKPT --mode slide --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip
+    python test.py --ckpt CKPT --save-pred --out results/
+    python test.py --pred-dir results/pred --data-root data/ADEChallengeData2016
+
+Metrics are computed as the ADE20K devkit and mmsegmentation do (metrics.py); the protocol (mode,
+scales, flip, crop) is printed and saved with the numbers in OUT/metrics.json and metrics.md.
+Backbone and class count come from the checkpoint. --pred-dir scores PNG predictions in the
+benchmark's convention (1..150, 0 = no class), one per annotation, named like it.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+import jittor_env  # noqa: F401
+
+from datasets import ADE20K, NAMES, PALETTE, DatasetError
+from datasets.ade20k import read_annotation, to_train_ids
+from inference import Protocol, evaluate
+from metrics import SegmentationMetrics
+from models import build_ccnet
+from models.checkpoint import CheckpointError, load_checked
+from train import DEFAULTS, load_resume
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="a checkpoint written by train.py")
+    source.add_argument("--pred-dir", help="score PNG predictions (1..150) instead of running a model")
+    p.add_argument("--data-root", help="dataset root (default: the checkpoint's, else " + DEFAULTS["data_root"] + ")")
+    p.add_argument("--split", default="validation", help="split to evaluate")
+    p.add_argument("--mode", default="whole", choices=["whole", "slide"],
+                   help="whole image (keep-ratio resize to 2048x512) or sliding crops")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="scale ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    p.add_argument("--flip", action="store_true", help="also run the horizontally flipped image")
+    p.add_argument("--crop-size", type=int, default=512, help="slide mode: window size")
+    p.add_argument("--stride", type=int, default=341, help="slide mode: window stride")
+    p.add_argument("--out", default=None, help="where metrics and pictures go (default: next to the checkpoint)")
+    p.add_argument("--save-pred", action="store_true",
+                   help="write benchmark PNGs (pred/), colourised predictions and overlays (vis/)")
+    return p.parse_args(argv)
+
+
+def colourise(label):
+    """Training labels (0..149, 255) -> RGB with the ADE20K palette, black where ignored."""
+    rgb = np.zeros(label.shape + (3,), np.uint8)
+    known = label != 255
+    rgb[known] = PALETTE[label[known]]
+    return rgb
+
+
+def prediction_writer(out, dataset):
+    """Saves each prediction as a benchmark PNG and image | prediction | ground-truth picture."""
+    os.makedirs(os.path.join(out, "pred"), exist_ok=True)
+    os.makedirs(os.path.join(out, "vis"), exist_ok=True)
+
+    def write(index, image, label, prediction):
+        name = os.path.splitext(os.path.basename(dataset.files[index][1]))[0]
+        Image.fromarray((prediction + 1).astype(np.uint8)).save(os.path.join(out, "pred", name + ".png"))
+        overlay = (0.5 * image + 0.5 * colourise(prediction)).astype(np.uint8)
+        truth = (0.5 * image + 0.5 * colourise(label)).astype(np.uint8)
+        Image.fromarray(np.concatenate([image, overlay, truth], axis=1)).save(os.path.join(out, "vis", name + ".jpg"))
+    return write
+
+
+def score_predictions(pred_dir, dataset):
+    """Metrics of PNG predictions in the benchmark convention against the split's annotations."""
+    metrics = SegmentationMetrics(len(NAMES))
+    for image_path, label_path in tqdm(dataset.files, desc="score", unit="img"):
+        name = os.path.basename(label_path)
+        path = os.path.join(pred_dir, name)
+        if not os.path.isfile(path):
+            raise DatasetError(f"{path}: missing prediction for annotation {label_path}")
+        with Image.open(label_path) as im:
+            size = im.size
+        label = read_annotation(label_path, (size[1], size[0]))
+        with Image.open(path) as im:
+            raw = np.asarray(im)
+        if raw.shape != label.shape:
+            raise DatasetError(f"{path}: prediction is {raw.shape[1]}x{raw.shape[0]}, its annotation "
+                               f"{label.shape[1]}x{label.shape[0]}")
+        if raw.max() > len(NAMES):
+            raise DatasetError(f"{path}: prediction values must be 0..{len(NAMES)}, found {raw.max()}")
+        metrics.update(to_train_ids(raw), label)
+    return metrics.results()
+
+
+def report(results, protocol, out):
+    """Print the summary and per-class table; write metrics.json and metrics.md to `out`."""
+    lines = [f"protocol: {json.dumps(protocol)}", "",
+             "| aAcc | mIoU | mAcc | mIoU (devkit, all 150) |", "|---|---|---|---|",
+             f"| {100 * results['aAcc']:.2f} | {100 * results['mIoU']:.2f} | {100 * results['mAcc']:.2f} "
+             f"| {100 * results['mIoU_devkit']:.2f} |", "",
+             "| class | IoU | Acc |", "|---|---|---|"]
+    for name, iou, acc in zip(NAMES, results["IoU"], results["Acc"]):
+        if not (np.isnan(iou) and np.isnan(acc)):
+            lines.append(f"| {name} | {100 * iou:.2f} | {100 * acc:.2f} |")
+    text = "\n".join(lines)
+    print(text)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({"protocol": protocol, **results}, f, indent=2)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        protocol = Protocol(args.mode, tuple(args.scales), args.flip, args.crop_size, args.stride)
+        if args.pred_dir:
+            dataset = ADE20K(args.data_root or DEFAULTS["data_root"], args.split)
+            results = score_predictions(args.pred_dir, dataset)
+            report(results, {"predictions": args.pred_dir, "split": args.split}, args.out or args.pred_dir)
+            return 0
+        checkpoint = load_resume(args.ckpt)
+        config = checkpoint["config"]
+        dataset = ADE20K(args.data_root or config["data_root"], args.split, config["backbone"])
+        model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"])
+        load_checked(model, checkpoint["model"], args.ckpt)
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "test")
+        writer = prediction_writer(out, dataset) if args.save_pred else None
+        results = evaluate(model, dataset, protocol, config["num_classes"], on_prediction=writer)
+        report(results, {**protocol.describe(), "checkpoint": args.ckpt, "iteration": checkpoint["iteration"],
+                         "split": args.split, "backbone": config["backbone"]}, out)
+    except (ValueError, CheckpointError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
