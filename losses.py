@@ -4,7 +4,18 @@ Logits (stride 8) are upsampled bilinearly with align_corners=True to the label 
 cross-entropy is averaged over the valid pixels only (label != 255). A batch whose pixels are all
 ignored gives 0 (Jittor's own loss would give NaN). With OHEM, only the pixels whose probability
 of the true class is at most 0.7 are kept, but never fewer than 100,000 (the lowest-probability
-ones), as the official OhemCrossEntropy2d.
+ones), as the official OhemCrossEntropy2d. Under MPI the mean is over the valid pixels of the
+global batch; OHEM's threshold is chosen in each process, as the official code does per GPU.
+
+The category consistent loss (CCNet, TPAMI version) pulls the RCCA features of a class together
+and pushes the class centres apart: on the embedding (the RCCA output reduced 16 times by a 1x1
+conv) and the labels resized to it (nearest), for each image with class centres mu_c,
+
+    l_var = mean over classes c of the mean over pixels i of c of phi_var(||mu_c - h_i||)
+    phi_var(d) = d - dd + (dd - dv)^2 if d > dd;  (d - dv)^2 if dv < d <= dd;  0 otherwise
+    l_dis = mean over pairs a != b of (2 dd - ||mu_a - mu_b||)^2 where that distance <= 2 dd, else 0
+    l_reg = mean over classes of ||mu_c||
+    l_ccl = alpha l_var + beta l_dis + gamma l_reg, averaged over the images of the batch.
 """
 from dataclasses import dataclass
 
@@ -17,6 +28,15 @@ from jittor import nn
 from models.resize import resize_bilinear
 
 IGNORE = 255
+
+
+@dataclass(frozen=True)
+class CategoryConsistency:
+    delta_v: float = 0.5
+    delta_d: float = 1.5
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 0.001
 
 
 @dataclass(frozen=True)
@@ -50,4 +70,54 @@ def segmentation_loss(logits, labels, ohem=None):
     if ohem is not None:
         keep = ohem_mask(nll, keep, ohem)
     keep = keep.float32()
-    return (nll * keep).sum() / keep.sum().maximum(1.0)
+    return (nll * keep).sum() / valid_pixels_per_process(keep)
+
+
+def valid_pixels_per_process(keep):
+    """The count to divide by: under MPI the mean count over processes, so that the average of the
+    processes' losses (and gradients) is the mean over all valid pixels of the global batch."""
+    count = keep.sum()
+    if jt.in_mpi:
+        count = count.mpi_all_reduce("mean")
+    return count.maximum(1.0)
+
+
+def nearest_labels(labels, size):
+    """Labels [N, H, W] (NumPy) resized to `size` by nearest neighbour."""
+    rows = np.arange(size[0]) * labels.shape[1] // size[0]
+    cols = np.arange(size[1]) * labels.shape[2] // size[1]
+    return labels[:, rows][:, :, cols]
+
+
+def norm(x, dim):
+    """Euclidean norm with a tiny floor, so that its gradient stays finite at 0."""
+    return (x.sqr().sum(dim) + 1e-12).sqrt()
+
+
+def image_consistency(embedding, labels, weights):
+    """alpha l_var + beta l_dis + gamma l_reg of one image: embedding [D, P], labels [P] (NumPy)."""
+    classes = np.unique(labels[labels != IGNORE])
+    members = jt.array((labels[None] == classes[:, None]).astype(np.float32))  # [K, P]
+    counts = members.sum(1, keepdims=True)
+    centres = jt.matmul(members, embedding.transpose(1, 0)) / counts  # [K, D]
+    d = norm(jt.matmul(members.transpose(1, 0), centres) - embedding.transpose(1, 0), 1)  # [P]
+    w = weights
+    phi = jt.minimum(nn.relu(d - w.delta_v), w.delta_d - w.delta_v).sqr() + nn.relu(d - w.delta_d)
+    l_var = (jt.matmul(members, phi.reshape(-1, 1)) / counts).mean()
+    l_reg = norm(centres, 1).mean()
+    k = len(classes)
+    if k < 2:
+        return w.alpha * l_var + w.gamma * l_reg
+    apart = norm(centres.reshape(k, 1, -1) - centres.reshape(1, k, -1), 2)
+    off_diagonal = jt.array(1 - np.eye(k, dtype=np.float32))
+    l_dis = (nn.relu(2 * w.delta_d - apart).sqr() * off_diagonal).sum() / (k * (k - 1))
+    return w.alpha * l_var + w.beta * l_dis + w.gamma * l_reg
+
+
+def category_consistent_loss(embedding, labels, weights=CategoryConsistency()):
+    """The CCL of a batch: embedding [N, D, h, w], labels [N, H, W]; 0 if no pixel is labelled."""
+    n, dims, h, w = embedding.shape
+    small = nearest_labels(labels.numpy(), (h, w)).reshape(n, -1)
+    losses = [image_consistency(embedding[i].reshape(dims, -1), small[i], weights)
+              for i in range(n) if (small[i] != IGNORE).any()]
+    return sum(losses) / len(losses) if losses else embedding.sum() * 0

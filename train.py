@@ -9,6 +9,12 @@ checkpoint, evaluation. Defaults follow the published recipes, chosen by backbon
 official CCNet's (SGD, momentum 0.9, lr 0.01, weight decay 5e-4, poly 0.9 to 1e-4), VAN the VAN
 authors' segmentation recipe (AdamW, lr 6e-5, weight decay 0.01, 1,500 warm-up iterations, poly
 1.0); both 80k iterations of batch 16 at crop 512.
+
+Under MPI (mpirun -np N python train.py ...) each process trains on its slice of the global batch:
+gradients are averaged and batch-norm statistics shared (models/norm.py), dropout masks are drawn
+for the global batch (models/stochastic.py), and only process 0 writes files. Randomness is a
+function of (seed, iteration) and of (seed, draw) for augmentation, so a checkpoint needs no RNG
+state for --resume to continue exactly.
 """
 import argparse
 import json
@@ -29,7 +35,8 @@ from datasets import ADE20K, NUM_CLASSES, DatasetError
 from datasets.ade20k import list_split
 from datasets.transforms import RATIO_RANGE, SCALE
 from inference import Protocol, evaluate
-from losses import Ohem, segmentation_loss
+from curves import plot_curves
+from losses import Ohem, category_consistent_loss, segmentation_loss
 from models import BACKBONES, build_ccnet
 from models.checkpoint import (CheckpointError, load_checked, read_checkpoint, read_state_dict,
                                save_atomic)
@@ -39,7 +46,7 @@ RECIPES = {
     "adamw": dict(lr=6e-5, weight_decay=0.01, warmup_iters=1500, power=1.0, min_lr=0.0),
 }
 DEFAULTS = dict(data_root="data/ADEChallengeData2016", recurrence=2, iters=80_000, batch_size=16,
-                crop_size=512, aux_weight=0.4, ohem=False, workers=2, seed=0, ckpt_interval=2000,
+                crop_size=512, aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000,
                 eval_interval=8000, log_interval=20, pretrained=None)
 NO_DATA = ("no ADE20K found: {error}\nGet ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), "
            "unpack it and pass --data-root path/to/ADEChallengeData2016 (see README, 'ADE20K').\n"
@@ -64,6 +71,7 @@ def parse_args(argv):
     s = p.add_argument_group("schedule")
     s.add_argument("--iters", type=int, help="training iterations (default 80000)")
     s.add_argument("--batch-size", type=int, help="global batch, split across processes (default 16)")
+    s.add_argument("--optimizer", choices=RECIPES, help="default per backbone: sgd for resnet101, adamw for VAN")
     s.add_argument("--lr", type=float, help="base learning rate (default per backbone: 0.01 SGD, 6e-5 AdamW)")
     s.add_argument("--weight-decay", type=float, help="default per backbone: 5e-4 SGD, 0.01 AdamW")
     s.add_argument("--warmup-iters", type=int, help="linear warm-up (default per backbone: 0 SGD, 1500 AdamW)")
@@ -71,6 +79,8 @@ def parse_args(argv):
     l_ = p.add_argument_group("loss")
     l_.add_argument("--aux-weight", type=float, help="weight of the auxiliary (DSN) loss (default 0.4)")
     l_.add_argument("--ohem", action="store_true", default=None, help="online hard example mining (0.7, 100k)")
+    l_.add_argument("--ccl", action="store_true", default=None,
+                    help="add the category consistent loss on the RCCA features (TPAMI version)")
     r = p.add_argument_group("run")
     r.add_argument("--work-dir", help="where checkpoints and logs go (default work_dirs/ccnet_BACKBONE)")
     r.add_argument("--resume", help="a checkpoint of this script to continue exactly")
@@ -88,14 +98,15 @@ def resolve_config(args):
     base = {}
     if args.resume:
         base = load_resume(args.resume)["config"]
-        for key in ("backbone", "recurrence", "num_classes"):
-            if key in given and given[key] != base[key]:
+        for key in ("backbone", "recurrence", "num_classes", "ccl"):
+            saved = base.get(key, DEFAULTS.get(key))
+            if key in given and given[key] != saved:
                 raise UsageError(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's "
-                                 f"{base[key]} ({args.resume})")
+                                 f"{saved} ({args.resume})")
     elif not args.backbone:
         raise UsageError("--backbone is required (one of " + ", ".join(BACKBONES) + ") unless --resume")
     config = {**DEFAULTS, **base, **given}
-    config["optimizer"] = "sgd" if config["backbone"] == "resnet101" else "adamw"
+    config.setdefault("optimizer", "sgd" if config["backbone"] == "resnet101" else "adamw")
     for key, value in RECIPES[config["optimizer"]].items():
         config.setdefault(key, value)
     config.setdefault("work_dir", f"work_dirs/ccnet_{config['backbone']}")
@@ -180,11 +191,12 @@ def restore_optimizer(optimizer, state, path):
 
 
 def save_checkpoint(model, optimizer, iteration, config, names):
-    """Write the checkpoint under each name in the work dir (rank 0 only), atomically."""
-    if jt.rank != 0:
-        return
+    """Write the checkpoint under each name in the work dir, atomically. Every process fetches the
+    values (they may still depend on a pending gradient all-reduce); process 0 writes."""
     checkpoint = {"model": {k: v.numpy() for k, v in model.state_dict().items()},
                   "optimizer": optimizer_state(optimizer), "iteration": iteration, "config": config}
+    if jt.rank != 0:
+        return
     for name in names:
         save_atomic(checkpoint, os.path.join(config["work_dir"], name))
 
@@ -220,8 +232,39 @@ def log_line(config, record):
             f.write(json.dumps(record) + "\n")
 
 
+def say(message):
+    if jt.rank == 0:
+        tqdm.write(message)
+
+
+def plot(config):
+    if jt.rank == 0:
+        work_dir = config["work_dir"]
+        plot_curves(os.path.join(work_dir, "log.jsonl"), os.path.join(work_dir, "curves.png"),
+                    f"CCNet {config['backbone']}, R={config['recurrence']}")
+
+
+def training_loss(outputs, labels, config, ohem):
+    """Main + aux_weight * auxiliary cross-entropy (+ the category consistent loss with --ccl)."""
+    main, aux, *embedding = outputs
+    loss = segmentation_loss(main, labels, ohem) + config["aux_weight"] * segmentation_loss(aux, labels, ohem)
+    if embedding:
+        loss = loss + category_consistent_loss(embedding[0], labels)
+    return loss
+
+
+def agree(loss, stop):
+    """(mean loss over processes, whether any process was asked to stop): every process sees the
+    same values, so all of them stop at the same iteration, on a NaN anywhere too."""
+    if not jt.in_mpi:
+        return loss.item(), bool(stop.signal)
+    mean = loss.mpi_all_reduce("mean").item()
+    return mean, jt.array([float(bool(stop.signal))]).mpi_all_reduce("add").item() > 0
+
+
 def train(config, resume=None):
-    model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"])
+    jt.set_global_seed(config["seed"], different_seed_for_mpi=False)  # the same initial weights
+    model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"], ccl=config["ccl"])
     optimizer = make_optimizer(model, config)
     start = 0
     if resume:
@@ -251,11 +294,11 @@ def train(config, resume=None):
         lr = learning_rate(iteration, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        jt.set_global_seed(config["seed"] * 1_000_003 + iteration)  # dropout depends on the iteration only
-        main, aux = model(images)
-        loss = segmentation_loss(main, labels, ohem) + config["aux_weight"] * segmentation_loss(aux, labels, ohem)
+        # dropout depends on the iteration only, and is the same in every process (global-batch masks)
+        jt.set_global_seed(config["seed"] * 1_000_003 + iteration, different_seed_for_mpi=False)
+        loss = training_loss(model(images), labels, config, ohem)
         optimizer.step(loss)
-        value = loss.item()
+        value, stopping = agree(loss, stop)
         if not math.isfinite(value):
             stop_workers(data)
             sys.exit(f"iteration {iteration + 1}: the loss is {value}; stopped without saving "
@@ -271,17 +314,19 @@ def train(config, resume=None):
         if val is not None and iteration % config["eval_interval"] == 0:
             results = evaluate(model, val, Protocol(), config["num_classes"], progress=False)
             log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
-            bar.write(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
+            say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
+            plot(config)
             model.train()
-        if stop.signal:
+        if stopping:
             save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
-            bar.write(f"{stop.signal}: saved iteration {iteration} to {config['work_dir']}/latest.pkl; "
+            say(f"{stop.signal or 'stop'}: saved iteration {iteration} to {config['work_dir']}/latest.pkl; "
                       f"continue with --resume")
             break
     else:
         save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
     bar.close()
     stop_workers(data)
+    plot(config)
     return model
 
 

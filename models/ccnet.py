@@ -7,7 +7,8 @@ VAN's deepest stage is at stride 32. Its stages 2, 3 and 4 (strides 8, 16, 32) a
 stride 8 (bilinear) and concatenated, and the RCCA head runs on that map, so criss-cross attention
 works at the resolution the paper uses; the DSN head sits on stage 3.
 
-In eval mode `model(x)` returns the main logits (stride 8); in train mode (main, auxiliary).
+In eval mode `model(x)` returns the main logits (stride 8); in train mode (main, auxiliary), and
+with `ccl` (main, auxiliary, embedding) for the category consistent loss.
 """
 import jittor_env  # noqa: F401
 import jittor as jt
@@ -18,6 +19,7 @@ from .norm import ABN
 from .rcca import RCCAHead
 from .resize import resize_bilinear
 from .resnet import ResNet
+from .stochastic import Dropout2d
 
 BACKBONES = ("resnet101", "van_b0", "van_b1", "van_b2", "van_b3", "van_base")
 VAN_DROP_PATH = 0.1  # stochastic depth of the VAN backbone when training the segmenter
@@ -28,37 +30,43 @@ def dsn_head(in_channels, num_classes, activation="leaky_relu", channels=512):
     return nn.Sequential(
         nn.Conv2d(in_channels, channels, 3, padding=1),
         ABN(channels, activation),
-        nn.Dropout2d(0.1),
+        Dropout2d(0.1),
         nn.Conv2d(channels, num_classes, 1),
     )
+
+
+def training_outputs(head_out, aux):
+    """(main, aux) or, when the head also gives the CCL embedding, (main, aux, embedding)."""
+    if isinstance(head_out, tuple):
+        return head_out[0], aux, head_out[1]
+    return head_out, aux
 
 
 class CCNetResNet(ResNet):
     """`layers`, `width` and `head_channels` (512) shrink the model for tests; keep the defaults."""
 
     def __init__(self, num_classes, recurrence=2, activation="leaky_relu", layers=(3, 4, 23, 3),
-                 width=64, head_channels=512):
+                 width=64, head_channels=512, ccl=False):
         super().__init__(layers, width)
         c3, c4 = self.out_channels
-        self.head = RCCAHead(c4, num_classes, recurrence, head_channels, activation)
+        self.head = RCCAHead(c4, num_classes, recurrence, head_channels, activation, ccl)
         self.dsn = dsn_head(c3, num_classes, activation, head_channels)
         self.train()  # PyTorch's default; note that Jittor's eval() also stops gradients
 
     def execute(self, x):
         c3, c4 = super().execute(x)
-        out = self.head(c4)
-        return (out, self.dsn(c3)) if self.is_train else out
+        return training_outputs(self.head(c4), self.dsn(c3)) if self.is_train else self.head(c4)
 
 
 class CCNetVAN(nn.Module):
     """`embed_dims` and `depths` override the variant's, to shrink the model for tests."""
 
     def __init__(self, variant, num_classes, recurrence=2, activation="leaky_relu",
-                 drop_path_rate=VAN_DROP_PATH, embed_dims=None, depths=None):
+                 drop_path_rate=VAN_DROP_PATH, embed_dims=None, depths=None, ccl=False):
         if embed_dims is None:
             embed_dims, depths = van.VARIANTS[variant]
         self.backbone = van.VAN(embed_dims, depths, drop_path_rate=drop_path_rate)
-        self.head = RCCAHead(sum(embed_dims[1:]), num_classes, recurrence, activation=activation)
+        self.head = RCCAHead(sum(embed_dims[1:]), num_classes, recurrence, activation=activation, ccl=ccl)
         self.dsn = dsn_head(embed_dims[2], num_classes, activation)
         self.train()
 
@@ -66,15 +74,14 @@ class CCNetVAN(nn.Module):
         _, c2, c3, c4 = self.backbone(x)
         size = c2.shape[2:]
         fused = jt.concat([c2] + [resize_bilinear(c, size) for c in (c3, c4)], dim=1)
-        out = self.head(fused)
-        return (out, self.dsn(c3)) if self.is_train else out
+        return training_outputs(self.head(fused), self.dsn(c3)) if self.is_train else self.head(fused)
 
 
-def build_ccnet(backbone, num_classes=150, recurrence=2, activation="leaky_relu"):
+def build_ccnet(backbone, num_classes=150, recurrence=2, activation="leaky_relu", ccl=False):
     """CCNet with `backbone` in BACKBONES ("van_base" is VAN-B2)."""
     if backbone not in BACKBONES:
         raise ValueError(f"build_ccnet: backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
     if backbone == "resnet101":
-        return CCNetResNet(num_classes, recurrence, activation)
+        return CCNetResNet(num_classes, recurrence, activation, ccl=ccl)
     variant = "van_b2" if backbone == "van_base" else backbone
-    return CCNetVAN(variant, num_classes, recurrence, activation=activation)
+    return CCNetVAN(variant, num_classes, recurrence, activation=activation, ccl=ccl)

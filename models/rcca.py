@@ -2,6 +2,9 @@
 
     x -> conva (3x3, C -> C/4) -> CCA, R times with shared weights -> convb (3x3)
       -> bottleneck(concat[x, .]) (3x3 -> 512) -> Dropout2d(0.1) -> 1x1 classifier
+
+With `ccl` (TPAMI version) the head also has `embed`, a 1x1 conv reducing the RCCA output (after
+convb) 16 times; in training it returns (logits, embedding) for the category consistent loss.
 """
 import jittor_env  # noqa: F401
 import jittor as jt
@@ -9,6 +12,9 @@ from jittor import nn
 
 from .cca import CrissCrossAttention
 from .norm import ABN
+from .stochastic import Dropout2d
+
+CCL_REDUCTION = 16  # channel reduction before the category consistent loss
 
 
 def conv_abn(in_channels, out_channels, activation):
@@ -19,7 +25,7 @@ def conv_abn(in_channels, out_channels, activation):
 
 class RCCAHead(nn.Module):
     def __init__(self, in_channels, num_classes, recurrence=2, out_channels=512,
-                 activation="leaky_relu"):
+                 activation="leaky_relu", ccl=False):
         if recurrence < 0:
             raise ValueError(f"RCCAHead: recurrence must be >= 0, got {recurrence}")
         inter_channels = in_channels // 4
@@ -30,13 +36,17 @@ class RCCAHead(nn.Module):
         self.bottleneck = nn.Sequential(
             nn.Conv2d(in_channels + inter_channels, out_channels, 3, padding=1, bias=False),
             ABN(out_channels, activation),
-            nn.Dropout2d(0.1),
+            Dropout2d(0.1),
             nn.Conv2d(out_channels, num_classes, 1),
         )
+        self.embed = nn.Conv2d(inter_channels, inter_channels // CCL_REDUCTION, 1) if ccl else None
 
     def execute(self, x):
         out = self.conva(x)
         for _ in range(self.recurrence):  # the same module each time: weights are shared
             out = self.cca(out)
         out = self.convb(out)
-        return self.bottleneck(jt.concat([x, out], dim=1))
+        logits = self.bottleneck(jt.concat([x, out], dim=1))
+        if self.embed is not None and self.is_train:
+            return logits, self.embed(out)
+        return logits

@@ -14,6 +14,7 @@ import jittor as jt
 from jittor import nn
 
 from .norm import BatchNorm2d
+from .stochastic import DropPath
 
 VARIANTS = {  # embed dims, depths; mlp ratios are [8, 8, 4, 4] for all
     "van_b0": ([32, 64, 160, 256], [3, 3, 5, 2]),
@@ -73,7 +74,7 @@ class Block(nn.Module):
     def __init__(self, dim, mlp_ratio, drop_path=0.0, drop=0.0):
         self.norm1 = BatchNorm2d(dim)
         self.attn = Attention(dim)
-        self.drop_path = nn.DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = BatchNorm2d(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.layer_scale_1 = jt.full((dim,), 1e-2)

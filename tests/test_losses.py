@@ -5,7 +5,7 @@ import pytest
 import jittor as jt
 
 import numpy_reference as ref
-from losses import Ohem, segmentation_loss
+from losses import CategoryConsistency, Ohem, category_consistent_loss, segmentation_loss
 
 
 def numpy_nll(logits, labels):
@@ -55,3 +55,77 @@ def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
             assert kept.sum() >= min_kept
             expected = nll[kept].mean()
         assert loss == pytest.approx(expected, rel=1e-5), min_kept
+
+
+def numpy_ccl(embedding, labels, w):
+    """The category consistent loss with loops over images, classes, pixels and class pairs."""
+    n, _, h, width = embedding.shape
+    totals = []
+    for image in range(n):
+        small = np.array([[labels[image, r * labels.shape[1] // h, c * labels.shape[2] // width]
+                           for c in range(width)] for r in range(h)])
+        classes = [c for c in np.unique(small) if c != 255]
+        if not classes:
+            continue
+        centres, l_var = [], 0.0
+        for c in classes:
+            pixels = [embedding[image, :, r, q] for r in range(h) for q in range(width) if small[r, q] == c]
+            mu = np.mean(pixels, axis=0)
+            centres.append(mu)
+            phis = []
+            for x in pixels:
+                d = np.linalg.norm(mu - x)
+                phis.append(d - w.delta_d + (w.delta_d - w.delta_v) ** 2 if d > w.delta_d
+                            else (d - w.delta_v) ** 2 if d > w.delta_v else 0.0)
+            l_var += np.mean(phis) / len(classes)
+        pairs = [(a, b) for a in range(len(classes)) for b in range(len(classes)) if a != b]
+        l_dis = 0.0
+        for a, b in pairs:
+            d = np.linalg.norm(centres[a] - centres[b])
+            l_dis += (2 * w.delta_d - d) ** 2 / len(pairs) if d <= 2 * w.delta_d else 0.0
+        l_reg = np.mean([np.linalg.norm(mu) for mu in centres])
+        totals.append(w.alpha * l_var + w.beta * l_dis + w.gamma * l_reg)
+    return np.mean(totals)
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0])  # distances below dv, between, above dd
+def test_category_consistent_loss_matches_loops(scale):
+    rng = np.random.default_rng(3)
+    embedding = (rng.standard_normal((2, 4, 3, 5)) * scale).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 12, 20))
+    labels[rng.random(labels.shape) < 0.2] = 255
+    labels[1, :6] = 2  # one image dominated by a class, with a different class count
+    w = CategoryConsistency()
+    loss = category_consistent_loss(jt.array(embedding), jt.array(labels), w).item()
+    assert loss == pytest.approx(numpy_ccl(embedding.astype(np.float64), labels, w), rel=1e-5)
+
+
+def test_category_consistent_loss_single_class_and_unlabelled_images():
+    rng = np.random.default_rng(4)
+    embedding = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    labels = np.full((2, 8, 8), 255)
+    labels[0] = 7  # one class: no pairs, so no l_dis term
+    x = jt.array(embedding)
+    loss = category_consistent_loss(x, jt.array(labels))
+    assert loss.item() == pytest.approx(numpy_ccl(embedding.astype(np.float64), labels, CategoryConsistency()),
+                                        rel=1e-5)
+    assert np.isfinite(jt.grad(loss, x).numpy()).all()
+    labels[0] = 255
+    assert category_consistent_loss(x, jt.array(labels)).item() == 0.0
+
+
+def test_category_consistent_loss_gradient_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    embedding = rng.standard_normal((1, 3, 3, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, (1, 3, 3))
+    w = CategoryConsistency()
+    x = jt.array(embedding)
+    grad = jt.grad(category_consistent_loss(x, jt.array(labels), w), x).numpy()
+    base = embedding.astype(np.float64)
+    eps = 1e-6
+    for index in [(0, 0, 0, 0), (0, 1, 1, 2), (0, 2, 2, 1)]:
+        plus, minus = base.copy(), base.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (numpy_ccl(plus, labels, w) - numpy_ccl(minus, labels, w)) / (2 * eps)
+        assert grad[index] == pytest.approx(numeric, rel=1e-3, abs=1e-4), index
