@@ -122,3 +122,20 @@ def test_learning_rate_schedules():
     assert (adamw["optimizer"], adamw["lr"], adamw["weight_decay"]) == ("adamw", 6e-5, 0.01)
     assert train.learning_rate(750, adamw) == pytest.approx(6e-5 * (1 - 750 / 80_000) * (1e-6 + (1 - 1e-6) * 0.5))
     assert train.learning_rate(1500, adamw) == pytest.approx(6e-5 * (1 - 1500 / 80_000))
+
+
+def test_ccl_trains_the_embedding_and_plots_the_curves(data_root, tmp_path):
+    assert train.main(tiny_run(data_root, tmp_path, "--ccl", "--iters", "2", "--eval-interval", "2")) == 0
+    trained = weights(tmp_path / "latest.pkl")
+    # van_b0's fused map has 64+160+256 = 480 channels: RCCA works on 120, the embedding has 120 // 16
+    assert trained["head.embed.weight"].shape == (7, 120, 1, 1)
+    assert read_checkpoint(str(tmp_path / "latest.pkl"))["config"]["ccl"] is True
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_the_same_seed_gives_the_same_initial_weights(data_root, tmp_path):
+    for name in ("a", "b"):
+        assert train.main(tiny_run(data_root, tmp_path / name, "--iters", "1")) == 0
+    a, b = weights(tmp_path / "a" / "latest.pkl"), weights(tmp_path / "b" / "latest.pkl")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
