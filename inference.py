@@ -1,7 +1,7 @@
 """From an image to a full-resolution prediction, and a whole split to its metrics.
 
 The protocol is mmsegmentation's for ADE20K. Each scale ratio r resizes the image keeping its
-aspect ratio to (2048 r, 512 r); the model then sees either the whole resized image ("whole") or
+aspect ratio to (2048 r, 512 r) (the protocol's `scale` times r); the model then sees either the whole resized image ("whole") or
 crop x crop tiles every `stride` pixels whose logits are averaged where they overlap ("slide");
 with `flip` the mirrored image is run too and its logits mirrored back. Every scale's softmax is
 resized (bilinear) to the original image size and the results averaged; the prediction is the
@@ -27,6 +27,7 @@ class Protocol:
     flip: bool = False
     crop_size: int = 512
     stride: int = 341
+    scale: tuple = T.SCALE  # (long, short) limits of the keep-ratio resize at ratio 1.0
 
     def __post_init__(self):
         if self.mode not in ("whole", "slide"):
@@ -83,7 +84,7 @@ def predict(model, image, normalization, protocol):
     total = None
     with jt.no_grad():
         for ratio in protocol.scales:
-            scale = (int(T.SCALE[0] * ratio), int(T.SCALE[1] * ratio))
+            scale = (int(protocol.scale[0] * ratio), int(protocol.scale[1] * ratio))
             resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, scale))
             views = [resized, resized[:, ::-1]] if protocol.flip else [resized]
             for i, view in enumerate(views):

@@ -4,11 +4,13 @@
     python test.py --ckpt CKPT --mode slide --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip
     python test.py --ckpt CKPT --save-pred --out results/
     python test.py --pred-dir results/pred --data-root data/ADEChallengeData2016
+    python test.py --ckpt CKPT --image photo.jpg
 
 Metrics are computed as the ADE20K devkit and mmsegmentation do (metrics.py); the protocol (mode,
 scales, flip, crop) is printed and saved with the numbers in OUT/metrics.json and metrics.md.
 Backbone and class count come from the checkpoint. --pred-dir scores PNG predictions in the
-benchmark's convention (1..150, 0 = no class), one per annotation, named like it.
+benchmark's convention (1..150, 0 = no class), one per annotation, named like it. --image runs
+one picture and writes its prediction and overlay.
 """
 import argparse
 import json
@@ -22,12 +24,12 @@ from tqdm import tqdm
 import jittor_env  # noqa: F401
 
 from datasets import ADE20K, NAMES, PALETTE, DatasetError
-from datasets.ade20k import read_annotation, to_train_ids
-from inference import Protocol, evaluate
+from datasets.ade20k import read_annotation, read_image, to_train_ids
+from datasets.transforms import SCALE, normalization_for
+from inference import Protocol, evaluate, predict
 from metrics import SegmentationMetrics
-from models import build_ccnet
-from models.checkpoint import CheckpointError, load_checked
-from train import DEFAULTS, load_resume
+from models.checkpoint import CheckpointError
+from train import DEFAULTS, load_model
 
 
 def parse_args(argv):
@@ -36,10 +38,12 @@ def parse_args(argv):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="a checkpoint written by train.py")
     source.add_argument("--pred-dir", help="score PNG predictions (1..150) instead of running a model")
+    p.add_argument("--image", help="with --ckpt: predict this one picture and write its overlay")
     p.add_argument("--data-root", help="dataset root (default: the checkpoint's, else " + DEFAULTS["data_root"] + ")")
     p.add_argument("--split", default="validation", help="split to evaluate")
     p.add_argument("--mode", default="whole", choices=["whole", "slide"],
-                   help="whole image (keep-ratio resize to 2048x512) or sliding crops")
+                   help="whole image (keep-ratio resize to the training --img-scale, 2048x512 for ADE20K) "
+                        "or sliding crops")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="scale ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="also run the horizontally flipped image")
     p.add_argument("--crop-size", type=int, default=512, help="slide mode: window size")
@@ -58,6 +62,10 @@ def colourise(label):
     return rgb
 
 
+def overlay(image, label):
+    return (0.5 * image + 0.5 * colourise(label)).astype(np.uint8)
+
+
 def prediction_writer(out, dataset):
     """Saves each prediction as a benchmark PNG and image | prediction | ground-truth picture."""
     os.makedirs(os.path.join(out, "pred"), exist_ok=True)
@@ -66,9 +74,8 @@ def prediction_writer(out, dataset):
     def write(index, image, label, prediction):
         name = os.path.splitext(os.path.basename(dataset.files[index][1]))[0]
         Image.fromarray((prediction + 1).astype(np.uint8)).save(os.path.join(out, "pred", name + ".png"))
-        overlay = (0.5 * image + 0.5 * colourise(prediction)).astype(np.uint8)
-        truth = (0.5 * image + 0.5 * colourise(label)).astype(np.uint8)
-        Image.fromarray(np.concatenate([image, overlay, truth], axis=1)).save(os.path.join(out, "vis", name + ".jpg"))
+        panels = [image, overlay(image, prediction), overlay(image, label)]
+        Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(out, "vis", name + ".jpg"))
     return write
 
 
@@ -113,21 +120,39 @@ def report(results, protocol, out):
         json.dump({"protocol": protocol, **results}, f, indent=2)
 
 
+def predict_image(model, config, protocol, path, out):
+    """Prediction of one picture: OUT/NAME_pred.png (colours) and OUT/NAME_overlay.jpg (image | overlay)."""
+    image = read_image(path)
+    prediction = predict(model, image, normalization_for(config["backbone"]), protocol).argmax(axis=0)
+    os.makedirs(out, exist_ok=True)
+    name = os.path.splitext(os.path.basename(path))[0]
+    Image.fromarray(colourise(prediction)).save(os.path.join(out, name + "_pred.png"))
+    overlay_path = os.path.join(out, name + "_overlay.jpg")
+    Image.fromarray(np.concatenate([image, overlay(image, prediction)], axis=1)).save(overlay_path)
+    classes = np.bincount(prediction.ravel(), minlength=len(NAMES)) / prediction.size
+    print("largest classes: " + ", ".join(f"{NAMES[c]} {100 * classes[c]:.1f}%" for c in np.argsort(-classes)[:5]
+                                          if classes[c] > 0))
+    print(f"wrote {overlay_path}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        protocol = Protocol(args.mode, tuple(args.scales), args.flip, args.crop_size, args.stride)
+        if args.image and not args.ckpt:
+            raise ValueError("--image needs --ckpt (a model to run)")
         if args.pred_dir:
             dataset = ADE20K(args.data_root or DEFAULTS["data_root"], args.split)
             results = score_predictions(args.pred_dir, dataset)
             report(results, {"predictions": args.pred_dir, "split": args.split}, args.out or args.pred_dir)
             return 0
-        checkpoint = load_resume(args.ckpt)
-        config = checkpoint["config"]
-        dataset = ADE20K(args.data_root or config["data_root"], args.split, config["backbone"])
-        model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"])
-        load_checked(model, checkpoint["model"], args.ckpt)
+        model, config, checkpoint = load_model(args.ckpt)
+        protocol = Protocol(args.mode, tuple(args.scales), args.flip, args.crop_size, args.stride,
+                            tuple(config.get("img_scale", SCALE)))
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "test")
+        if args.image:
+            predict_image(model, config, protocol, args.image, out)
+            return 0
+        dataset = ADE20K(args.data_root or config["data_root"], args.split, config["backbone"])
         writer = prediction_writer(out, dataset) if args.save_pred else None
         results = evaluate(model, dataset, protocol, config["num_classes"], on_prediction=writer)
         report(results, {**protocol.describe(), "checkpoint": args.ckpt, "iteration": checkpoint["iteration"],

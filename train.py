@@ -46,7 +46,7 @@ RECIPES = {
     "adamw": dict(lr=6e-5, weight_decay=0.01, warmup_iters=1500, power=1.0, min_lr=0.0),
 }
 DEFAULTS = dict(data_root="data/ADEChallengeData2016", recurrence=2, iters=80_000, batch_size=16,
-                crop_size=512, aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000,
+                crop_size=512, img_scale=list(SCALE), aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000,
                 eval_interval=8000, log_interval=20, pretrained=None)
 NO_DATA = ("no ADE20K found: {error}\nGet ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), "
            "unpack it and pass --data-root path/to/ADEChallengeData2016 (see README, 'ADE20K').\n"
@@ -67,6 +67,8 @@ def parse_args(argv):
     d = p.add_argument_group("data")
     d.add_argument("--data-root", help=f"folder with images/ and annotations/ (default {DEFAULTS['data_root']})")
     d.add_argument("--crop-size", type=int, help="training crop (default 512)")
+    d.add_argument("--img-scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
+                   help="keep-ratio resize limits, randomised 0.5-2x in training (default 2048 512)")
     d.add_argument("--workers", type=int, help="data loading processes (default 2)")
     s = p.add_argument_group("schedule")
     s.add_argument("--iters", type=int, help="training iterations (default 80000)")
@@ -120,7 +122,9 @@ def check_config(config, args):
     for key in ("iters", "batch_size", "crop_size"):
         if config[key] <= 0:
             raise UsageError(f"--{key.replace('_', '-')} must be positive, got {config[key]}")
-    largest = int(SCALE[1] * RATIO_RANGE[1])
+    largest = int(min(config["img_scale"]) * RATIO_RANGE[1])
+    if min(config["img_scale"]) <= 0:
+        raise UsageError(f"--img-scale must be positive, got {config['img_scale']}")
     if config["crop_size"] > largest:
         raise UsageError(f"--crop-size {config['crop_size']} is larger than any training image becomes "
                          f"(short side at most {largest} after the random resize)")
@@ -155,6 +159,15 @@ def load_resume(path):
                                   f"iteration and config)")
         _resume_cache[path] = checkpoint
     return _resume_cache[path]
+
+
+def load_model(path):
+    """(model in eval mode, config, checkpoint) of a checkpoint of this script, checked."""
+    checkpoint = load_resume(path)
+    config = checkpoint["config"]
+    model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"], ccl=config.get("ccl", False))
+    load_checked(model, checkpoint["model"], path)
+    return model.eval(), config, checkpoint
 
 
 def make_optimizer(model, config):
@@ -283,7 +296,8 @@ def train(config, resume=None):
 
     batch = config["batch_size"]
     data = ADE20K(config["data_root"], "training", config["backbone"], config["crop_size"], config["seed"],
-                  batch_size=batch, num_workers=config["workers"]).set_draws(start * batch, config["iters"] * batch)
+                  batch_size=batch, num_workers=config["workers"], scale=config["img_scale"])
+    data.set_draws(start * batch, config["iters"] * batch)
     val = ADE20K(config["data_root"], "validation", config["backbone"]) if config["eval_interval"] else None
     ohem = Ohem() if config["ohem"] else None
     stop = StopRequest()
@@ -312,7 +326,8 @@ def train(config, resume=None):
         if iteration % config["ckpt_interval"] == 0:
             save_checkpoint(model, optimizer, iteration, config, ["latest.pkl", f"iter_{iteration}.pkl"])
         if val is not None and iteration % config["eval_interval"] == 0:
-            results = evaluate(model, val, Protocol(), config["num_classes"], progress=False)
+            results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"])), config["num_classes"],
+                               progress=False)
             log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
             say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
             plot(config)

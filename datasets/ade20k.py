@@ -128,7 +128,7 @@ class ADE20K(Dataset):
     """
 
     def __init__(self, root, split, backbone="resnet101", crop_size=512, seed=0, augment=None,
-                 batch_size=1, shuffle=None, num_workers=0, drop_last=None):
+                 batch_size=1, shuffle=None, num_workers=0, drop_last=None, scale=T.SCALE):
         self.augment = SPLITS.get(split) == "training" if augment is None else augment
         shuffle = self.augment if shuffle is None else shuffle
         drop_last = self.augment if drop_last is None else drop_last
@@ -137,6 +137,7 @@ class ADE20K(Dataset):
         self.files = list_split(root, split)
         self.normalization = T.normalization_for(backbone)
         self.crop_size = crop_size
+        self.scale = tuple(scale)
         self.seed = seed
         self.shuffle_files = shuffle
         self._order = (None, None)  # (epoch, file order) of the last epoch used
@@ -166,7 +167,7 @@ class ADE20K(Dataset):
         image, label = self.read(self.file_index(draw))
         if self.augment:
             rng = np.random.default_rng([self.seed, draw])
-            image, label = T.train_transform(image, label, rng, self.normalization, self.crop_size)
+            image, label = T.train_transform(image, label, rng, self.normalization, self.crop_size, self.scale)
         else:
-            image = T.val_transform(image, self.normalization)
+            image = T.val_transform(image, self.normalization, self.scale)
         return image, label.astype(np.int32)

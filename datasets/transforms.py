@@ -128,8 +128,8 @@ def pad(image, label, crop):
     return image, label
 
 
-def train_transform(image, label, rng, normalization, crop=512):
-    image, label = random_geometry(image, label, rng, crop)
+def train_transform(image, label, rng, normalization, crop=512, scale=SCALE):
+    image, label = random_geometry(image, label, rng, crop, scale)
     image = photometric_distortion(image, rng)
     return pad(normalization(image), label, crop)
 

@@ -53,9 +53,14 @@ class CCNetResNet(ResNet):
         self.dsn = dsn_head(c3, num_classes, activation, head_channels)
         self.train()  # PyTorch's default; note that Jittor's eval() also stops gradients
 
-    def execute(self, x):
+    def features(self, x):
+        """(input of the RCCA head, input of the DSN head): layer4 and layer3."""
         c3, c4 = super().execute(x)
-        return training_outputs(self.head(c4), self.dsn(c3)) if self.is_train else self.head(c4)
+        return c4, c3
+
+    def execute(self, x):
+        top, aux = self.features(x)
+        return training_outputs(self.head(top), self.dsn(aux)) if self.is_train else self.head(top)
 
 
 class CCNetVAN(nn.Module):
@@ -70,11 +75,15 @@ class CCNetVAN(nn.Module):
         self.dsn = dsn_head(embed_dims[2], num_classes, activation)
         self.train()
 
-    def execute(self, x):
+    def features(self, x):
+        """(input of the RCCA head, input of the DSN head): stages 2-4 at stride 8, and stage 3."""
         _, c2, c3, c4 = self.backbone(x)
         size = c2.shape[2:]
-        fused = jt.concat([c2] + [resize_bilinear(c, size) for c in (c3, c4)], dim=1)
-        return training_outputs(self.head(fused), self.dsn(c3)) if self.is_train else self.head(fused)
+        return jt.concat([c2] + [resize_bilinear(c, size) for c in (c3, c4)], dim=1), c3
+
+    def execute(self, x):
+        top, aux = self.features(x)
+        return training_outputs(self.head(top), self.dsn(aux)) if self.is_train else self.head(top)
 
 
 def build_ccnet(backbone, num_classes=150, recurrence=2, activation="leaky_relu", ccl=False):

@@ -3,24 +3,34 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import test as test_script
 import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import make_synthetic_ade20k  # noqa: E402
+import show_attention  # noqa: E402
 
 
-def test_saved_predictions_score_like_the_run_that_made_them(tmp_path):
-    root = tmp_path / "data"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(dataset root, checkpoint) of one iteration of van_b0 on a tiny generated set."""
+    tmp = tmp_path_factory.mktemp("trained")
+    root, work = tmp / "data", tmp / "work"
     make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "2", "--size", "64"])
-    work = tmp_path / "work"
     assert train.main(["--backbone", "van_b0", "--data-root", str(root), "--work-dir", str(work),
                        "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--iters", "1",
                        "--eval-interval", "0"]) == 0
+    return root, work / "latest.pkl"
+
+
+def test_saved_predictions_score_like_the_run_that_made_them(trained, tmp_path):
+    root, ckpt = trained
     out = tmp_path / "out"
-    assert test_script.main(["--ckpt", str(work / "latest.pkl"), "--save-pred", "--out", str(out)]) == 0
+    assert test_script.main(["--ckpt", str(ckpt), "--save-pred", "--out", str(out)]) == 0
     model_run = json.loads((out / "metrics.json").read_text())
     assert model_run["protocol"]["mode"] == "whole" and model_run["protocol"]["backbone"] == "van_b0"
     assert len(list((out / "pred").glob("*.png"))) == 2 and len(list((out / "vis").glob("*.jpg"))) == 2
@@ -35,3 +45,40 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert test_script.main(["--ckpt", str(tmp_path / "none.pkl")]) == 2
     err = capsys.readouterr().err
     assert "none.pkl: no such file" in err and err.count("\n") == 1
+
+
+def test_one_image_gets_its_overlay_and_a_broken_one_a_clear_error(trained, tmp_path, capsys):
+    root, ckpt = trained
+    image = next((root / "images" / "validation").glob("*.jpg"))
+    assert test_script.main(["--ckpt", str(ckpt), "--image", str(image), "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / f"{image.stem}_overlay.jpg") as picture:
+        assert picture.size == (2 * 64, 64)  # image | overlay, at the image's own size
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(image.read_bytes()[:200])
+    capsys.readouterr()
+    assert test_script.main(["--ckpt", str(ckpt), "--image", str(broken), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg: unreadable image" in err and err.count("\n") == 1
+
+
+def test_mismatched_prediction_dir_names_the_file(trained, tmp_path, capsys):
+    root, _ = trained
+    first, last = sorted((root / "annotations" / "validation").glob("*.png"))
+    assert test_script.main(["--pred-dir", str(tmp_path), "--data-root", str(root)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"error: {tmp_path / first.name}: missing prediction for annotation {first}"]
+    Image.fromarray(np.ones((64, 64), np.uint8)).save(tmp_path / first.name)
+    Image.fromarray(np.ones((10, 12), np.uint8)).save(tmp_path / last.name)
+    assert test_script.main(["--pred-dir", str(tmp_path), "--data-root", str(root)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [f"error: {tmp_path / last.name}: prediction is 12x10, its annotation 64x64"]
+
+
+def test_attention_picture_of_a_trained_model(trained, tmp_path):
+    root, ckpt = trained
+    image = next((root / "images" / "validation").glob("*.jpg"))
+    out = tmp_path / "attention.png"
+    assert show_attention.main(["--ckpt", str(ckpt), "--image", str(image), "--pixel", "10", "50",
+                                "--out", str(out)]) == 0
+    with Image.open(out) as picture:
+        assert picture.size[0] > 2 * picture.size[1]  # image, R = 1, R = 2 side by side

@@ -1,0 +1,133 @@
+"""Where one pixel looks: its criss-cross attention after one and after two recurrences.
+
+    python tools/show_attention.py --ckpt work_dirs/demo/latest.pkl --image IMAGE.jpg --pixel X Y
+
+For the chosen pixel p (X, Y in image pixels) the picture shows, over the image,
+  R = 1: A1[p, v], the attention weights of the first recurrence: p's row and column only;
+  R = 2: sum over u of A2[p, u] A1[u, v], the weights of the second recurrence composed with the
+         first: through the pixels u of its cross, p now gathers from the whole image.
+This is the idea of the paper's Fig. 4 on a trained model. The weights are the model's (query and
+key of each recurrence, from the features that recurrence sees); values, gamma and the residual
+path are left out, so the maps show where information can come from and how strongly, not what.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jittor_env  # noqa: F401,E402
+import jittor as jt  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from datasets import DatasetError  # noqa: E402
+from datasets.ade20k import read_image  # noqa: E402
+from datasets import transforms as T  # noqa: E402
+from models.checkpoint import CheckpointError  # noqa: E402
+from train import load_model  # noqa: E402
+
+
+def cross_attention(query, key):
+    """A[u, v] of every pixel u over the map, as a dict u -> [H, W] array (0 off u's cross).
+
+    query, key: [C', H, W] NumPy. Row: all W pixels of u's row; column: the others of its column;
+    one softmax over the H + W - 1 logits, as models/cca.py defines."""
+    _, h, w = query.shape
+    maps = np.zeros((h, w, h, w))
+    for i in range(h):
+        for j in range(w):
+            row = query[:, i, j] @ key[:, i, :]
+            column = query[:, i, j] @ key[:, :, j]
+            column[i] = -np.inf
+            logits = np.concatenate([row, column])
+            weights = np.exp(logits - logits.max())
+            weights /= weights.sum()
+            maps[i, j, i, :] = weights[:w]
+            maps[i, j, :, j] += weights[w:]
+    return maps
+
+
+def recurrence_attention(model, x):
+    """The attention maps of each recurrence of the RCCA head for a normalised image batch x."""
+    head = model.head
+    with jt.no_grad():
+        out = head.conva(model.features(x)[0])
+        maps = []
+        for _ in range(head.recurrence):
+            query = head.cca.query_conv(out).numpy()[0].astype(np.float64)
+            key = head.cca.key_conv(out).numpy()[0].astype(np.float64)
+            maps.append(cross_attention(query, key))
+            out = head.cca(out)
+    return maps
+
+
+def spread(maps, pixel):
+    """(R = 1 map, R = 2 map) of feature-map pixel `pixel` (row, column)."""
+    first = maps[0][pixel]
+    if len(maps) < 2:
+        return first, None
+    second = maps[1][pixel]
+    composed = np.tensordot(second, maps[0], axes=([0, 1], [0, 1]))
+    return first, composed
+
+
+def draw(image, maps, point, path, title):
+    panels = [("image", None)] + [(f"R = {r + 1}", m) for r, m in enumerate(maps) if m is not None]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3))
+    for ax, (name, weights) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(image)
+        if weights is not None:
+            heat = np.asarray(Image.fromarray((weights / weights.max() * 255).astype(np.uint8)).resize(
+                image.shape[1::-1], Image.NEAREST)) / 255.0
+            ax.imshow(heat, cmap="inferno", alpha=0.65, vmin=0, vmax=1)
+            ax.set_title(f"{name}: {100 * (weights > 1e-3 * weights.max()).mean():.0f}% of the map reached")
+        else:
+            ax.set_title(name)
+        ax.plot(*point, "c+", markersize=14, markeredgewidth=2)
+        ax.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
+    p.add_argument("--image", required=True, help="the picture")
+    p.add_argument("--pixel", type=int, nargs=2, metavar=("X", "Y"), help="image pixel (default: the centre)")
+    p.add_argument("--out", default="attention.png", help="PNG to write")
+    args = p.parse_args(argv)
+    try:
+        model, config, _ = load_model(args.ckpt)
+        image = read_image(args.image)
+    except (CheckpointError, DatasetError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if config["recurrence"] == 0:
+        print(f"error: {args.ckpt} has no criss-cross attention (trained with --recurrence 0)", file=sys.stderr)
+        return 2
+    height, width = image.shape[:2]
+    x, y = args.pixel if args.pixel else (width // 2, height // 2)
+    if not (0 <= x < width and 0 <= y < height):
+        print(f"error: --pixel {x} {y} is outside the {width}x{height} image {args.image}", file=sys.stderr)
+        return 2
+    resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, tuple(config.get("img_scale", T.SCALE))))
+    batch = jt.array(T.normalization_for(config["backbone"])(resized)[None])
+    maps = recurrence_attention(model, batch)
+    h, w = maps[0].shape[:2]
+    first, second = spread(maps, (min(y * h // height, h - 1), min(x * w // width, w - 1)))
+    draw(image, [first, second], (x, y), args.out,
+         f"criss-cross attention of pixel ({x}, {y}), {config['backbone']}, R={config['recurrence']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
