@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPORT := .pytest-report.xml
 
-.PHONY: test venv clean
+.PHONY: test demo ablation venv warm clean
 
 venv: $(VENV)/.installed
 
@@ -16,13 +16,24 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # Jittor may compile its core, print "jit_utils updated, please rerun" and exit 0 on a fresh
-# cache, so it is started twice before the tests, and the report is checked for a full run.
-test: venv
+# cache, so it is started twice before any real work.
+warm: venv
 	$(PY) -c "import jittor_env"
 	$(PY) -c "import jittor_env, jittor; print('jittor', jittor.__version__, '| oneDNN:', jittor.mkl_ops is not None, '| CUDA:', bool(jittor.flags.use_cuda))"
+
+# The report is checked for a full run (Jittor can end a run early with exit code 0).
+test: warm
 	rm -f $(REPORT)
 	$(PY) -m pytest --junitxml=$(REPORT) $(PYTEST_ARGS)
 	$(PY) tests/check_report.py $(REPORT)
+
+# Generated data, a small CCNet trained on the CPU, its evaluation and pictures (about 10 minutes).
+demo: warm
+	$(PY) tools/demo.py
+
+# R = 0, 1, 2 on the generated long-range dataset, three seeds each (about 25 minutes).
+ablation: warm
+	$(PY) tools/ablation.py
 
 clean:
 	rm -rf $(VENV) $(REPORT) .pytest_cache

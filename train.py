@@ -58,8 +58,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])  # defaults in the help: per backbone
     m = p.add_argument_group("model")
     m.add_argument("--backbone", choices=BACKBONES, help="required unless --resume")
     m.add_argument("--recurrence", type=int, help="criss-cross recurrences R (default 2)")

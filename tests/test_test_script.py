@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import make_synthetic_ade20k  # noqa: E402
 import show_attention  # noqa: E402
 
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ade20k_sample"
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -82,3 +84,38 @@ def test_attention_picture_of_a_trained_model(trained, tmp_path):
                                 "--out", str(out)]) == 0
     with Image.open(out) as picture:
         assert picture.size[0] > 2 * picture.size[1]  # image, R = 1, R = 2 side by side
+
+
+def direct_scores(pred_dir, root):
+    """aAcc and mIoU from benchmark PNGs and annotations, class by class, the obvious way."""
+    inter, union, correct, labelled = np.zeros(150), np.zeros(150), 0, 0
+    for annotation in sorted((Path(root) / "annotations" / "validation").glob("*.png")):
+        gt = np.asarray(Image.open(annotation)).astype(int)
+        pred = np.asarray(Image.open(Path(pred_dir) / annotation.name)).astype(int)
+        assert pred.shape == gt.shape  # predictions come back at the annotation's size
+        valid = gt > 0
+        correct += (valid & (pred == gt)).sum()
+        labelled += valid.sum()
+        for c in range(1, 151):
+            inter[c - 1] += (valid & (pred == c) & (gt == c)).sum()
+            union[c - 1] += (valid & ((pred == c) | (gt == c))).sum()
+    present = union > 0
+    return correct / labelled, (inter[present] / union[present]).mean()
+
+
+@pytest.mark.parametrize("dataset", ["ade20k_sample", "generated"])
+def test_every_protocol_scores_what_a_direct_computation_finds(trained, tmp_path, dataset):
+    generated, ckpt = trained
+    if dataset == "ade20k_sample" and not SAMPLE.is_dir():
+        pytest.skip(f"the real ADE20K sample is not at {SAMPLE}")
+    root = SAMPLE if dataset == "ade20k_sample" else generated
+    protocols = {"whole": [], "slide": ["--mode", "slide", "--crop-size", "384", "--stride", "256"],
+                 "ms_flip": ["--scales", "0.75", "1.0", "--flip"]}
+    for name, flags in protocols.items():
+        out = tmp_path / name
+        assert test_script.main(["--ckpt", str(ckpt), "--data-root", str(root), "--save-pred", "--out", str(out),
+                                 *flags]) == 0
+        reported = json.loads((out / "metrics.json").read_text())
+        a_acc, m_iou = direct_scores(out / "pred", root)
+        assert reported["aAcc"] == pytest.approx(a_acc, abs=1e-12), name
+        assert reported["mIoU"] == pytest.approx(m_iou, abs=1e-12), name
