@@ -24,22 +24,18 @@ class Dropout2d(nn.Module):
         self.p = p
         self.is_train = True
 
+    def mask_shape(self, x):
+        return x.shape[:2] + (1, 1)
+
     def execute(self, x):
         if not self.is_train or self.p == 0:
             return x
-        keep = (global_batch_uniform(x.shape[:2] + (1, 1)) >= self.p).float32()
+        keep = (global_batch_uniform(self.mask_shape(x)) >= self.p).float32()
         return x * keep / (1 - self.p)
 
 
-class DropPath(nn.Module):
+class DropPath(Dropout2d):
     """Stochastic depth: drops a residual branch for a whole sample with probability p."""
 
-    def __init__(self, p=0.1):
-        self.p = p
-        self.is_train = True
-
-    def execute(self, x):
-        if not self.is_train or self.p == 0:
-            return x
-        keep = (global_batch_uniform((x.shape[0], 1, 1, 1)) >= self.p).float32()
-        return x * keep / (1 - self.p)
+    def mask_shape(self, x):
+        return (x.shape[0], 1, 1, 1)
