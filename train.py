@@ -89,13 +89,12 @@ def parse_args(argv):
     r.add_argument("--ckpt-interval", type=int, help="iterations between kept checkpoints (default 2000)")
     r.add_argument("--eval-interval", type=int, help="iterations between evaluations, 0 = none (default 8000)")
     r.add_argument("--log-interval", type=int, help="iterations between log lines (default 20)")
-    r.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
     return p.parse_args(argv)
 
 
 def resolve_config(args):
     """The full configuration: checkpoint (on --resume), then flags given, then recipe defaults."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite", "amp")}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite")}
     base = {}
     if args.resume:
         base = load_resume(args.resume)["config"]
@@ -112,7 +111,6 @@ def resolve_config(args):
         config.setdefault(key, value)
     config.setdefault("work_dir", f"work_dirs/ccnet_{config['backbone']}")
     config["num_classes"] = NUM_CLASSES
-    config["amp"] = bool(args.amp)
     return config
 
 
@@ -129,8 +127,6 @@ def check_config(config, args):
                          f"(short side at most {largest} after the random resize)")
     if config["recurrence"] < 0:
         raise UsageError(f"--recurrence must be >= 0, got {config['recurrence']}")
-    if config["amp"] and not jt.flags.use_cuda:
-        raise UsageError("--amp needs a GPU; this run is on the CPU")
     if jt.in_mpi and config["batch_size"] % jt.world_size:
         raise UsageError(f"--batch-size {config['batch_size']} does not split over {jt.world_size} processes")
     try:
