@@ -298,7 +298,7 @@ def train(config, resume=None):
     stop = StopRequest()
     model.train()
     bar = tqdm(total=config["iters"], initial=start, unit="it", disable=jt.rank != 0, dynamic_ncols=True)
-    iteration, tic = start, time.time()
+    iteration, tic, since = start, time.time(), start  # timing of the current log interval
     for images, labels in data:
         lr = learning_rate(iteration, config)
         for group in optimizer.param_groups:
@@ -317,7 +317,8 @@ def train(config, resume=None):
         bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
         if iteration % config["log_interval"] == 0 or iteration == config["iters"]:
             log_line(config, {"iter": iteration, "loss": value, "lr": lr,
-                              "seconds_per_iter": (time.time() - tic) / max(iteration - start, 1)})
+                              "seconds_per_iter": (time.time() - tic) / (iteration - since)})
+            tic, since = time.time(), iteration
         if iteration % config["ckpt_interval"] == 0:
             save_checkpoint(model, optimizer, iteration, config, ["latest.pkl", f"iter_{iteration}.pkl"])
         if val is not None and iteration % config["eval_interval"] == 0:
@@ -327,10 +328,11 @@ def train(config, resume=None):
             say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
             plot(config)
             model.train()
+            tic = time.time()  # evaluation time is not training time
         if stopping:
             save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
             say(f"{stop.signal or 'stop'}: saved iteration {iteration} to {config['work_dir']}/latest.pkl; "
-                      f"continue with --resume")
+                f"continue with --resume")
             break
     else:
         save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
