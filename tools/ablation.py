@@ -7,7 +7,9 @@ Every run trains van_b0 from scratch with the same flags and seed set on a gener
 64 x 64 images (tools/make_synthetic_ade20k.py), then scores the validation split. The table gives
 mIoU and the IoU of the two classes that only long-range context can tell apart (sofa and armchair:
 the same grey ellipse, decided by a painting that shares no row or column with it), as the mean and
-the spread (min-max) over seeds. Results go to OUT/results.json and OUT/table.md.
+the spread (min-max) over seeds, and the learned gamma of the criss-cross attention (0 at the
+start: how far attention was switched on). Results go to OUT/results.json and OUT/table.md;
+--reuse scores runs already finished in OUT instead of training them again.
 """
 import argparse
 import json
@@ -23,34 +25,41 @@ import make_synthetic_ade20k as synthetic  # noqa: E402
 import train  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from inference import Protocol, evaluate  # noqa: E402
-from train import load_model  # noqa: E402
+from train import load_model, load_resume  # noqa: E402
 
 LONG_RANGE = {"sofa": synthetic.SOFA - 1, "armchair": synthetic.ARMCHAIR - 1}  # training ids
 
 
+def finished(path, iters):
+    return os.path.isfile(path) and load_resume(path)["iteration"] == iters
+
+
 def run(args, recurrence, seed):
     work = os.path.join(args.out, f"R{recurrence}_seed{seed}")
+    ckpt = os.path.join(work, "latest.pkl")
     flags = ["--backbone", "van_b0", "--data-root", args.data, "--work-dir", work, "--overwrite",
              "--recurrence", str(recurrence), "--seed", str(seed), "--iters", str(args.iters),
              "--crop-size", "64", "--img-scale", "256", "64", "--batch-size", "8", "--lr", "1e-3",
              "--warmup-iters", "0", "--eval-interval", "0", "--log-interval", "10", "--workers", "2"]
-    if train.main(flags) != 0:
+    if not (args.reuse and finished(ckpt, args.iters)) and train.main(flags) != 0:
         raise SystemExit(f"training R={recurrence} seed={seed} failed")
-    model, config, _ = load_model(os.path.join(work, "latest.pkl"))
+    model, config, _ = load_model(ckpt)
     results = evaluate(model, ADE20K(args.data, "validation", "van_b0"),
                        Protocol(scale=tuple(config["img_scale"])), config["num_classes"], progress=False)
-    return {"recurrence": recurrence, "seed": seed, "mIoU": results["mIoU"],
+    return {"recurrence": recurrence, "seed": seed, "mIoU": results["mIoU"], "gamma": model.head.cca.gamma.item(),
             **{name: results["IoU"][index] for name, index in LONG_RANGE.items()}}
 
 
 def table(rows, recurrences):
-    lines = ["| R | mIoU (%) | sofa IoU (%) | armchair IoU (%) | runs |", "|---|---|---|---|---|"]
+    lines = ["| R | mIoU (%) | sofa IoU (%) | armchair IoU (%) | gamma | runs |", "|---|---|---|---|---|---|"]
     for r in recurrences:
         mine = [row for row in rows if row["recurrence"] == r]
         cells = []
         for key in ("mIoU", "sofa", "armchair"):
             values = 100 * np.array([row[key] for row in mine])
             cells.append(f"{values.mean():.1f} ({values.min():.1f}-{values.max():.1f})")
+        gammas = [row["gamma"] for row in mine]
+        cells.append(f"{np.mean(gammas):.4f}" if r else "-")
         lines.append(f"| {r} | " + " | ".join(cells) + f" | {len(mine)} |")
     return "\n".join(lines)
 
@@ -62,6 +71,7 @@ def main(argv=None):
     p.add_argument("--iters", type=int, default=300, help="training iterations of every run")
     p.add_argument("--data", default="data/synthetic64", help="where the generated dataset is written")
     p.add_argument("--out", default="work_dirs/ablation")
+    p.add_argument("--reuse", action="store_true", help="score finished runs in OUT instead of retraining")
     args = p.parse_args(argv)
     synthetic.main(["--out", args.data, "--train", "300", "--val", "60", "--size", "64"])
     rows = []
