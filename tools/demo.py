@@ -7,16 +7,19 @@
 2. trains CCNet with the smallest VAN backbone (van_b0, from scratch, R = 2) for 300 iterations of
    batch 8 at crop 128, evaluating every 100 iterations, into work_dirs/demo (curves.png, log.jsonl,
    checkpoints);
-3. evaluates the final checkpoint with test.py (whole images) and saves its predictions;
+3. evaluates the final checkpoint with test.py (whole images), saves its predictions and stacks
+   the first four (image | prediction | ground truth) into predictions.jpg;
 4. draws the criss-cross attention of a pixel of the long-range object (sofa or armchair, decided
    only by a painting in the opposite corner) with tools/show_attention.py;
 and prints the mIoU and where everything is.
 """
+import glob
 import json
 import os
 import sys
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +47,14 @@ def long_range_pixel(root):
     return image_path, (int(xs.mean()), int(ys.mean()))
 
 
+def montage(paths, out):
+    """The pictures one above the other, with a white line between them."""
+    pictures = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    gap = np.full((4, pictures[0].shape[1], 3), 255, np.uint8)
+    rows = [row for picture in pictures for row in (picture, gap)][:-1]
+    Image.fromarray(np.concatenate(rows)).save(out, quality=92)
+
+
 def step(title):
     print(f"\n=== {title} ===", flush=True)
 
@@ -59,6 +70,8 @@ def main():
     out = os.path.join(WORK, "test")
     if test_script.main(["--ckpt", ckpt, "--save-pred", "--out", out]) != 0:
         return 1
+    predictions = os.path.join(WORK, "predictions.jpg")
+    montage(sorted(glob.glob(os.path.join(out, "vis", "*.jpg")))[:4], predictions)
     step("4/4 drawing where a pixel of the long-range object looks")
     image, (x, y) = long_range_pixel(DATA)
     attention = os.path.join(WORK, "attention.png")
@@ -68,7 +81,8 @@ def main():
     present = [i for i, iou in enumerate(results["IoU"]) if iou == iou]
     print(f"\nmIoU {100 * results['mIoU']:.2f} over the {len(present)} classes of the generated set "
           f"({', '.join(NAMES[i] for i in present)}); aAcc {100 * results['aAcc']:.2f}")
-    print(f"  curves:      {WORK}/curves.png\n  predictions: {out}/vis/ (image | prediction | truth)\n"
+    print(f"  curves:      {WORK}/curves.png\n  predictions: {predictions}, all in {out}/vis/ "
+          f"(image | prediction | truth)\n"
           f"  metrics:     {out}/metrics.md\n  attention:   {attention}\n  checkpoint:  {ckpt}")
     return 0
 
