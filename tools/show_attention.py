@@ -2,7 +2,8 @@
 
     python tools/show_attention.py --ckpt work_dirs/demo/latest.pkl --image IMAGE.jpg --pixel X Y
 
-For the chosen pixel p (X, Y in image pixels) the picture shows, over the image,
+For the chosen pixel p (X, Y in image pixels) the picture shows, over the image and on a log
+colour scale (1e-4 of the largest weight to the largest),
   R = 1: A1[p, v], the attention weights of the first recurrence: p's row and column only;
   R = 2: sum over u of A2[p, u] A1[u, v], the weights of the second recurrence composed with the
          first: through the pixels u of its cross, p now gathers from the whole image.
@@ -31,6 +32,9 @@ from datasets.ade20k import read_image  # noqa: E402
 from datasets import transforms as T  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from train import load_model  # noqa: E402
+
+
+DECADES = 4  # the colour scale spans weights from 1e-4 of the peak to the peak
 
 
 def cross_attention(query, key):
@@ -79,20 +83,23 @@ def spread(maps, pixel):
 
 def draw(image, maps, point, path, title):
     panels = [("image", None)] + [(f"R = {r + 1}", m) for r, m in enumerate(maps) if m is not None]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.3))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6))
     for ax, (name, weights) in zip(np.atleast_1d(axes), panels):
         ax.imshow(image)
         if weights is not None:
-            heat = np.asarray(Image.fromarray((weights / weights.max() * 255).astype(np.uint8)).resize(
+            # log scale, 1e-4 of the peak to the peak: trained attention is peaked, and the reach is the point
+            relative = np.clip(np.log10(weights / weights.max() + 1e-30), -DECADES, 0) / DECADES + 1
+            heat = np.asarray(Image.fromarray((relative * 255).astype(np.uint8)).resize(
                 image.shape[1::-1], Image.NEAREST)) / 255.0
             ax.imshow(heat, cmap="inferno", alpha=0.65, vmin=0, vmax=1)
-            ax.set_title(f"{name}: {100 * (weights > 1e-3 * weights.max()).mean():.0f}% of the map reached")
+            share = 100 * (weights > 10 ** -DECADES * weights.max()).mean()
+            ax.set_title(f"{name}\n{share:.0f}% of the map above 1e-{DECADES} of the peak", fontsize=10)
         else:
             ax.set_title(name)
         ax.plot(*point, "c+", markersize=14, markeredgewidth=2)
         ax.axis("off")
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.94))
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
