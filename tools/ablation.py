@@ -1,6 +1,6 @@
 """The recurrence ablation on the generated long-range dataset: R = 0, 1, 2, same seeds and budget.
 
-    python tools/ablation.py                      (R = 0 1 2, seeds 0 1 2: about 30 min on 2 cores)
+    python tools/ablation.py                      (R = 0 1 2, seeds 0 1 2: about 35 min on 2 cores)
     python tools/ablation.py --recurrences 1 2 --seeds 0 --iters 200
 
 Every run trains van_b0 from scratch with the same flags and seed set on a generated dataset of
