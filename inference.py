@@ -1,11 +1,11 @@
 """From an image to a full-resolution prediction, and a whole split to its metrics.
 
 The protocol is mmsegmentation's for ADE20K. Each scale ratio r resizes the image keeping its
-aspect ratio to (2048 r, 512 r) (the protocol's `scale` times r); the model then sees either the whole resized image ("whole") or
-crop x crop tiles every `stride` pixels whose logits are averaged where they overlap ("slide");
-with `flip` the mirrored image is run too and its logits mirrored back. Every scale's softmax is
-resized (bilinear) to the original image size and the results averaged; the prediction is the
-argmax. One scale (1.0), no flip, whole is the single-scale number.
+aspect ratio to (2048 r, 512 r) (the protocol's `scale` times r); the model then sees either the
+whole resized image ("whole") or crop x crop tiles every `stride` pixels whose logits are averaged
+where they overlap ("slide"); with `flip` the mirrored image is run too and its logits mirrored
+back. Every scale's softmax is resized (bilinear) to the original image size and the results
+averaged; the prediction is the argmax. One scale (1.0), no flip, whole is the single-scale number.
 """
 from dataclasses import asdict, dataclass
 

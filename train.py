@@ -266,8 +266,8 @@ def agree(loss, stop):
     same values, so all of them stop at the same iteration, on a NaN anywhere too."""
     if not jt.in_mpi:
         return loss.item(), bool(stop.signal)
-    mean = loss.mpi_all_reduce("mean").item()
-    return mean, jt.array([float(bool(stop.signal))]).mpi_all_reduce("add").item() > 0
+    both = jt.concat([loss.reshape(1), jt.array([float(bool(stop.signal))])]).mpi_all_reduce("mean").numpy()
+    return float(both[0]), both[1] > 0
 
 
 def train(config, resume=None):

@@ -15,7 +15,8 @@ import show_attention  # noqa: E402
 def test_attention_maps_reproduce_the_aggregation(float64):
     rng = np.random.default_rng(0)
     query, key, value = (rng.standard_normal((1, c, 4, 5)) for c in (2, 2, 3))
-    maps = show_attention.cross_attention(query[0], key[0])
+    maps = np.array([[show_attention.pixel_attention(query[0], key[0], (i, j)) for j in range(5)]
+                     for i in range(4)])
     expected = np.einsum("ijhw,chw->cij", maps, value[0])
     out = criss_cross_attention_bmm(jt.array(query), jt.array(key), jt.array(value)).numpy()[0]
     np.testing.assert_allclose(out, expected, rtol=1e-7, atol=1e-9)
@@ -23,9 +24,8 @@ def test_attention_maps_reproduce_the_aggregation(float64):
 
 def test_one_recurrence_reaches_the_cross_two_reach_everything():
     rng = np.random.default_rng(1)
-    maps = [show_attention.cross_attention(rng.standard_normal((2, 4, 5)), rng.standard_normal((2, 4, 5)))
-            for _ in range(2)]
-    first, second = show_attention.spread(maps, (1, 3))
+    pairs = [(rng.standard_normal((2, 4, 5)), rng.standard_normal((2, 4, 5))) for _ in range(2)]
+    first, second = show_attention.spread(pairs, (1, 3))
     cross = np.zeros((4, 5), bool)
     cross[1, :] = cross[:, 3] = True
     assert ((first > 0) == cross).all()

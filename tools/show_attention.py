@@ -37,47 +37,46 @@ from train import load_model  # noqa: E402
 DECADES = 4  # the colour scale spans weights from 1e-4 of the peak to the peak
 
 
-def cross_attention(query, key):
-    """A[u, v] of every pixel u over the map, as a dict u -> [H, W] array (0 off u's cross).
+def pixel_attention(query, key, pixel):
+    """A[u, :] of pixel u = (i, j) as an [H, W] map, 0 off u's criss-cross path.
 
     query, key: [C', H, W] NumPy. Row: all W pixels of u's row; column: the others of its column;
     one softmax over the H + W - 1 logits, as models/cca.py defines."""
+    i, j = pixel
     _, h, w = query.shape
-    maps = np.zeros((h, w, h, w))
-    for i in range(h):
-        for j in range(w):
-            row = query[:, i, j] @ key[:, i, :]
-            column = query[:, i, j] @ key[:, :, j]
-            column[i] = -np.inf
-            logits = np.concatenate([row, column])
-            weights = np.exp(logits - logits.max())
-            weights /= weights.sum()
-            maps[i, j, i, :] = weights[:w]
-            maps[i, j, :, j] += weights[w:]
-    return maps
+    row = query[:, i, j] @ key[:, i, :]
+    column = query[:, i, j] @ key[:, :, j]
+    column[i] = -np.inf
+    logits = np.concatenate([row, column])
+    weights = np.exp(logits - logits.max())
+    weights /= weights.sum()
+    attention = np.zeros((h, w))
+    attention[i, :] = weights[:w]
+    attention[:, j] += weights[w:]
+    return attention
 
 
-def recurrence_attention(model, x):
-    """The attention maps of each recurrence of the RCCA head for a normalised image batch x."""
+def recurrence_queries_keys(model, x):
+    """(query, key) NumPy maps of each recurrence of the RCCA head for a normalised image batch x."""
     head = model.head
     with jt.no_grad():
         out = head.conva(model.features(x)[0])
-        maps = []
+        pairs = []
         for _ in range(head.recurrence):
-            query = head.cca.query_conv(out).numpy()[0].astype(np.float64)
-            key = head.cca.key_conv(out).numpy()[0].astype(np.float64)
-            maps.append(cross_attention(query, key))
+            pairs.append(tuple(conv(out).numpy()[0].astype(np.float64)
+                               for conv in (head.cca.query_conv, head.cca.key_conv)))
             out = head.cca(out)
-    return maps
+    return pairs
 
 
-def spread(maps, pixel):
-    """(R = 1 map, R = 2 map) of feature-map pixel `pixel` (row, column)."""
-    first = maps[0][pixel]
-    if len(maps) < 2:
+def spread(pairs, pixel):
+    """(R = 1 map, R = 2 map or None) of feature-map pixel `pixel` (row, column): A1[p] and
+    sum over u of A2[p, u] A1[u], computed only for the pixels u of p's cross, where A2[p] is not 0."""
+    first = pixel_attention(*pairs[0], pixel)
+    if len(pairs) < 2:
         return first, None
-    second = maps[1][pixel]
-    composed = np.tensordot(second, maps[0], axes=([0, 1], [0, 1]))
+    second = pixel_attention(*pairs[1], pixel)
+    composed = sum(second[u] * pixel_attention(*pairs[0], u) for u in zip(*np.nonzero(second)))
     return first, composed
 
 
@@ -127,9 +126,9 @@ def main(argv=None):
         return 2
     resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, tuple(config.get("img_scale", T.SCALE))))
     batch = jt.array(T.normalization_for(config["backbone"])(resized)[None])
-    maps = recurrence_attention(model, batch)
-    h, w = maps[0].shape[:2]
-    first, second = spread(maps, (min(y * h // height, h - 1), min(x * w // width, w - 1)))
+    pairs = recurrence_queries_keys(model, batch)
+    h, w = pairs[0][0].shape[1:]
+    first, second = spread(pairs, (min(y * h // height, h - 1), min(x * w // width, w - 1)))
     draw(image, [first, second], (x, y), args.out,
          f"criss-cross attention of pixel ({x}, {y}), {config['backbone']}, R={config['recurrence']}")
     print(f"wrote {args.out}")
