@@ -1,11 +1,15 @@
 """From an image to a full-resolution prediction, and a whole split to its metrics.
 
-The protocol is mmsegmentation's for ADE20K. Each scale ratio r resizes the image keeping its
-aspect ratio to (2048 r, 512 r) (the protocol's `scale` times r); the model then sees either the
-whole resized image ("whole") or crop x crop tiles every `stride` pixels whose logits are averaged
-where they overlap ("slide"); with `flip` the mirrored image is run too and its logits mirrored
-back. Every scale's softmax is resized (bilinear) to the original image size and the results
-averaged; the prediction is the argmax. One scale (1.0), no flip, whole is the single-scale number.
+The protocol and its order of operations are mmsegmentation's (version 0.x, with which its published
+numbers were made). Each scale ratio r resizes the image keeping its aspect ratio to (2048 r, 512 r)
+(the protocol's `scale` times r; OpenCV bilinear on uint8); the model then sees either the whole
+resized image ("whole"), its logits resized to that image, or crop x crop tiles every `stride`
+pixels, each tile's logits resized to the tile and averaged where tiles overlap ("slide"). Those
+logits are resized to the original image size, softmaxed, and with `flip` (the mirrored image run
+too) mirrored back; the probabilities of all views are averaged and the prediction is their argmax.
+Every bilinear resize of logits uses the protocol's `align_corners`, which must be the one the
+model was trained with (a checkpoint records it). One scale (1.0), no flip, whole is the
+single-scale number.
 """
 from dataclasses import asdict, dataclass
 
@@ -14,6 +18,7 @@ from tqdm import tqdm
 
 import jittor_env  # noqa: F401
 import jittor as jt
+from jittor import nn
 
 from datasets import transforms as T
 from metrics import SegmentationMetrics
@@ -28,6 +33,7 @@ class Protocol:
     crop_size: int = 512
     stride: int = 341
     scale: tuple = T.SCALE  # (long, short) limits of the keep-ratio resize at ratio 1.0
+    align_corners: bool = True  # of every logit resize; this project trains with True
 
     def __post_init__(self):
         if self.mode not in ("whole", "slide"):
@@ -49,7 +55,7 @@ def tile_starts(size, crop, stride):
     return starts + [size - crop]
 
 
-def slide_logits(model, image, crop, stride):
+def slide_logits(model, image, crop, stride, align_corners):
     """Average of the logits of every crop x crop window (resized to the window), image [1,3,H,W]."""
     _, _, h, w = image.shape
     total, count = None, np.zeros((h, w), np.float32)
@@ -57,25 +63,20 @@ def slide_logits(model, image, crop, stride):
         for left in tile_starts(w, crop, stride):
             window = image[:, :, top:top + crop, left:left + crop]
             wh, ww = window.shape[2:]
-            logits = resize_bilinear(model(window), (wh, ww)).numpy()[0]
+            logits = resize_bilinear(model(window), (wh, ww), align_corners).numpy()[0]
             if total is None:
                 total = np.zeros((logits.shape[0], h, w), np.float32)
             total[:, top:top + wh, left:left + ww] += logits
             count[top:top + wh, left:left + ww] += 1
-    return total / count
+    return jt.array((total / count)[None])
 
 
 def scale_logits(model, image, protocol):
-    """Logits [K, h, w] of one normalised image [3, h, w], at its own size."""
+    """Logits [1, K, h, w] of one normalised image [3, h, w], at its own size."""
     x = jt.array(image[None])
     if protocol.mode == "whole":
-        return resize_bilinear(model(x), image.shape[1:]).numpy()[0]
-    return slide_logits(model, x, protocol.crop_size, protocol.stride)
-
-
-def softmax(logits):
-    e = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return e / e.sum(axis=0, keepdims=True)
+        return resize_bilinear(model(x), image.shape[1:], protocol.align_corners)
+    return slide_logits(model, x, protocol.crop_size, protocol.stride, protocol.align_corners)
 
 
 def predict(model, image, normalization, protocol):
@@ -86,13 +87,13 @@ def predict(model, image, normalization, protocol):
         for ratio in protocol.scales:
             scale = (int(protocol.scale[0] * ratio), int(protocol.scale[1] * ratio))
             resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, scale))
-            views = [resized, resized[:, ::-1]] if protocol.flip else [resized]
-            for i, view in enumerate(views):
-                logits = scale_logits(model, normalization(np.ascontiguousarray(view)), protocol)
-                if i == 1:
-                    logits = logits[:, :, ::-1]
-                probs = resize_bilinear(jt.array(np.ascontiguousarray(softmax(logits))[None]),
-                                        (height, width)).numpy()[0]
+            for flipped in ((False, True) if protocol.flip else (False,)):
+                view = np.ascontiguousarray(resized[:, ::-1]) if flipped else resized
+                logits = resize_bilinear(scale_logits(model, normalization(view), protocol), (height, width),
+                                         protocol.align_corners)
+                probs = nn.softmax(logits, dim=1).numpy()[0]
+                if flipped:
+                    probs = probs[:, :, ::-1]
                 total = probs if total is None else total + probs
     return total / (len(protocol.scales) * (2 if protocol.flip else 1))
 

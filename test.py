@@ -6,11 +6,14 @@
     python test.py --pred-dir results/pred --data-root data/ADEChallengeData2016
     python test.py --ckpt CKPT --image photo.jpg
 
-Metrics are computed as the ADE20K devkit and mmsegmentation do (metrics.py); the protocol (mode,
-scales, flip, crop) is printed and saved with the numbers in OUT/metrics.json and metrics.md.
-Backbone and class count come from the checkpoint. --pred-dir scores PNG predictions in the
-benchmark's convention (1..150, 0 = no class), one per annotation, named like it. --image runs
-one picture and writes its prediction and overlay.
+CKPT is a checkpoint of train.py or an evaluation-only one from tools/convert_weights.py (published
+mmsegmentation or official CCNet weights). The model and its evaluation protocol come from the
+checkpoint: input normalisation, test scale, align_corners, and whole or sliding crops (--mode,
+--crop-size and --stride override the last). Metrics are computed as the ADE20K devkit and
+mmsegmentation do (metrics.py); the protocol is printed and saved with the numbers in
+OUT/metrics.json and metrics.md. --pred-dir scores PNG predictions in the benchmark's convention
+(1..150, 0 = no class), one per annotation, named like it. --image runs one picture and writes its
+prediction and overlay.
 """
 import argparse
 import json
@@ -25,29 +28,29 @@ import jittor_env  # noqa: F401
 
 from datasets import ADE20K, NAMES, PALETTE, DatasetError
 from datasets.ade20k import read_annotation, read_image, to_train_ids
-from datasets.transforms import SCALE, normalization_for
+from checkpoints import load_model, normalization_of
 from inference import Protocol, evaluate, predict
 from metrics import SegmentationMetrics
 from models.checkpoint import CheckpointError
-from train import DEFAULTS, load_model
+from train import DEFAULTS
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="a checkpoint written by train.py")
+    source.add_argument("--ckpt", help="a checkpoint of train.py or tools/convert_weights.py")
     source.add_argument("--pred-dir", help="score PNG predictions (1..150) instead of running a model")
     p.add_argument("--image", help="with --ckpt: predict this one picture and write its overlay")
     p.add_argument("--data-root", help="dataset root (default: the checkpoint's, else " + DEFAULTS["data_root"] + ")")
     p.add_argument("--split", default="validation", help="split to evaluate")
-    p.add_argument("--mode", default="whole", choices=["whole", "slide"],
-                   help="whole image (keep-ratio resize to the training --img-scale, 2048x512 for ADE20K) "
-                        "or sliding crops")
+    p.add_argument("--mode", choices=["whole", "slide"],
+                   help="whole image (keep-ratio resize to the checkpoint's test scale, 2048x512 for ADE20K) "
+                        "or sliding crops (default: the checkpoint's)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="scale ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="also run the horizontally flipped image")
-    p.add_argument("--crop-size", type=int, default=512, help="slide mode: window size")
-    p.add_argument("--stride", type=int, default=341, help="slide mode: window stride")
+    p.add_argument("--crop-size", type=int, help="slide mode: window size (default: the checkpoint's, 512 for ADE20K)")
+    p.add_argument("--stride", type=int, help="slide mode: window stride (default: the checkpoint's, 341 for ADE20K)")
     p.add_argument("--out", default=None, help="where metrics and pictures go (default: next to the checkpoint)")
     p.add_argument("--save-pred", action="store_true",
                    help="write benchmark PNGs (pred/), colourised predictions and overlays (vis/)")
@@ -120,10 +123,10 @@ def report(results, protocol, out):
         json.dump({"protocol": protocol, **results}, f, indent=2)
 
 
-def predict_image(model, config, protocol, path, out):
+def predict_image(model, normalization, protocol, path, out):
     """Prediction of one picture: OUT/NAME_pred.png (colours) and OUT/NAME_overlay.jpg (image | overlay)."""
     image = read_image(path)
-    prediction = predict(model, image, normalization_for(config["backbone"]), protocol).argmax(axis=0)
+    prediction = predict(model, image, normalization, protocol).argmax(axis=0)
     os.makedirs(out, exist_ok=True)
     name = os.path.splitext(os.path.basename(path))[0]
     Image.fromarray(colourise(prediction)).save(os.path.join(out, name + "_pred.png"))
@@ -133,6 +136,14 @@ def predict_image(model, config, protocol, path, out):
     print("largest classes: " + ", ".join(f"{NAMES[c]} {100 * classes[c]:.1f}%" for c in np.argsort(-classes)[:5]
                                           if classes[c] > 0))
     print(f"wrote {overlay_path}")
+
+
+def run_protocol(saved, args):
+    """(inference.Protocol, Normalization): the checkpoint's protocol with the flags given."""
+    protocol = Protocol(args.mode or saved["mode"], tuple(args.scales), args.flip,
+                        args.crop_size or saved["crop_size"], args.stride or saved["stride"],
+                        tuple(saved["scale"]), saved["align_corners"])
+    return protocol, normalization_of(saved)
 
 
 def main(argv=None):
@@ -145,18 +156,22 @@ def main(argv=None):
             results = score_predictions(args.pred_dir, dataset)
             report(results, {"predictions": args.pred_dir, "split": args.split}, args.out or args.pred_dir)
             return 0
-        model, config, checkpoint = load_model(args.ckpt)
-        protocol = Protocol(args.mode, tuple(args.scales), args.flip, args.crop_size, args.stride,
-                            tuple(config.get("img_scale", SCALE)))
+        model, checkpoint = load_model(args.ckpt)
+        protocol, normalization = run_protocol(checkpoint["protocol"], args)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "test")
         if args.image:
-            predict_image(model, config, protocol, args.image, out)
+            predict_image(model, normalization, protocol, args.image, out)
             return 0
-        dataset = ADE20K(args.data_root or config["data_root"], args.split, config["backbone"])
+        if checkpoint["protocol"]["dataset"] != "ade20k":
+            raise ValueError(f"{args.ckpt} is a {checkpoint['protocol']['dataset']} model; test.py evaluates "
+                             f"ADE20K only (use --image for single pictures)")
+        data_root = args.data_root or checkpoint.get("config", DEFAULTS)["data_root"]
+        dataset = ADE20K(data_root, args.split, normalization=normalization)
         writer = prediction_writer(out, dataset) if args.save_pred else None
-        results = evaluate(model, dataset, protocol, config["num_classes"], on_prediction=writer)
-        report(results, {**protocol.describe(), "checkpoint": args.ckpt, "iteration": checkpoint["iteration"],
-                         "split": args.split, "backbone": config["backbone"]}, out)
+        results = evaluate(model, dataset, protocol, checkpoint["arch"]["num_classes"], on_prediction=writer)
+        report(results, {**protocol.describe(), "normalization": checkpoint["protocol"]["normalization"],
+                         "checkpoint": args.ckpt, "iteration": checkpoint.get("iteration"),
+                         "split": args.split, "model": checkpoint["arch"]}, out)
     except (ValueError, CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -37,9 +37,9 @@ from datasets.transforms import RATIO_RANGE, SCALE
 from inference import Protocol, evaluate
 from curves import plot_curves
 from losses import Ohem, category_consistent_loss, segmentation_loss
-from models import BACKBONES, build_ccnet
-from models.checkpoint import (CheckpointError, load_checked, read_checkpoint, read_state_dict,
-                               save_atomic)
+from checkpoints import build_model, is_resumable, read_record, record_of_config
+from models import BACKBONES
+from models.checkpoint import CheckpointError, load_checked, read_state_dict, save_atomic
 
 RECIPES = {
     "sgd": dict(lr=0.01, weight_decay=5e-4, warmup_iters=0, power=0.9, min_lr=1e-4),
@@ -148,21 +148,12 @@ _resume_cache = {}
 
 def load_resume(path):
     if path not in _resume_cache:
-        checkpoint = read_checkpoint(path)
-        if not isinstance(checkpoint, dict) or not {"model", "optimizer", "iteration", "config"} <= set(checkpoint):
-            raise CheckpointError(f"{path}: not a checkpoint of train.py (it needs model, optimizer, "
-                                  f"iteration and config)")
+        checkpoint = read_record(path)
+        if not is_resumable(checkpoint):
+            raise CheckpointError(f"{path}: cannot resume from an evaluation-only checkpoint (it has no "
+                                  f"optimizer state or iteration); evaluate it with test.py --ckpt {path}")
         _resume_cache[path] = checkpoint
     return _resume_cache[path]
-
-
-def load_model(path):
-    """(model in eval mode, config, checkpoint) of a checkpoint of this script, checked."""
-    checkpoint = load_resume(path)
-    config = checkpoint["config"]
-    model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"], ccl=config.get("ccl", False))
-    load_checked(model, checkpoint["model"], path)
-    return model.eval(), config, checkpoint
 
 
 def make_optimizer(model, config):
@@ -201,8 +192,10 @@ def restore_optimizer(optimizer, state, path):
 def save_checkpoint(model, optimizer, iteration, config, names):
     """Write the checkpoint under each name in the work dir, atomically. Every process fetches the
     values (they may still depend on a pending gradient all-reduce); process 0 writes."""
+    arch, protocol = record_of_config(config)
     checkpoint = {"model": {k: v.numpy() for k, v in model.state_dict().items()},
-                  "optimizer": optimizer_state(optimizer), "iteration": iteration, "config": config}
+                  "optimizer": optimizer_state(optimizer), "iteration": iteration, "config": config,
+                  "arch": arch, "protocol": protocol}
     if jt.rank != 0:
         return
     for name in names:
@@ -272,7 +265,7 @@ def agree(loss, stop):
 
 def train(config, resume=None):
     jt.set_global_seed(config["seed"], different_seed_for_mpi=False)  # the same initial weights
-    model = build_ccnet(config["backbone"], config["num_classes"], config["recurrence"], ccl=config["ccl"])
+    model = build_model(record_of_config(config)[0])
     optimizer = make_optimizer(model, config)
     start = 0
     if resume:
@@ -322,8 +315,8 @@ def train(config, resume=None):
         if iteration % config["ckpt_interval"] == 0:
             save_checkpoint(model, optimizer, iteration, config, ["latest.pkl", f"iter_{iteration}.pkl"])
         if val is not None and iteration % config["eval_interval"] == 0:
-            results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"])), config["num_classes"],
-                               progress=False)
+            results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"]), align_corners=True),
+                               config["num_classes"], progress=False)
             log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
             say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
             plot(config)

@@ -18,6 +18,7 @@ draw. By default a pass is one epoch.
 """
 import os
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -77,14 +78,28 @@ def list_split(root, split):
     return [(os.path.join(image_dir, s + ".jpg"), os.path.join(label_dir, s + ".png")) for s in sorted(images)]
 
 
+def jpeg_is_complete(data):
+    """Whether JPEG bytes end their last scan with the end-of-image marker. Neither marker can occur
+    inside entropy-coded data (0xFF is stuffed there), so an EOI after the last SOS means the file
+    was not cut short; an EXIF thumbnail's own EOI lies before the image's scans."""
+    return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
+
+
 def read_image(path):
-    """H x W x 3 uint8 RGB; an unreadable or truncated file raises DatasetError."""
+    """H x W x 3 uint8 RGB, decoded as mmsegmentation decodes (OpenCV, colour, EXIF orientation
+    applied); an unreadable or truncated file raises DatasetError. OpenCV returns a grey-filled
+    picture for a cut-short JPEG, hence the explicit check."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as error:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
         raise DatasetError(f"{path}: unreadable image ({error})") from None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"{path}: unreadable image (not a format OpenCV decodes)")
+    if data[:2] == b"\xff\xd8" and not jpeg_is_complete(data):
+        raise DatasetError(f"{path}: unreadable image (truncated JPEG: no end-of-image marker after its data)")
+    return np.ascontiguousarray(image[:, :, ::-1])
 
 
 def read_annotation(path, image_shape):
@@ -122,20 +137,23 @@ class DrawSampler:
 class ADE20K(Dataset):
     """ADE20K samples (image float32 3 x H x W normalised for `backbone`, label int32 H x W).
 
+    `normalization` (a transforms.Normalization) replaces the backbone's, e.g. a checkpoint's own.
+
     With `augment` (the default for "training") a sample is a crop_size crop of the training
     transforms; without (the default for "validation") the whole image resized to (2048, 512),
     with its label at full size (use batch_size 1). `shuffle` and `drop_last` default to `augment`.
     """
 
     def __init__(self, root, split, backbone="resnet101", crop_size=512, seed=0, augment=None,
-                 batch_size=1, shuffle=None, num_workers=0, drop_last=None, scale=T.SCALE):
+                 batch_size=1, shuffle=None, num_workers=0, drop_last=None, scale=T.SCALE,
+                 normalization=None):
         self.augment = SPLITS.get(split) == "training" if augment is None else augment
         shuffle = self.augment if shuffle is None else shuffle
         drop_last = self.augment if drop_last is None else drop_last
         # Jittor's own shuffling is unused: the order comes from the draws (file_index).
         super().__init__(batch_size=batch_size, drop_last=drop_last, num_workers=num_workers)
         self.files = list_split(root, split)
-        self.normalization = T.normalization_for(backbone)
+        self.normalization = normalization or T.normalization_for(backbone)
         self.crop_size = crop_size
         self.scale = tuple(scale)
         self.seed = seed

@@ -4,8 +4,9 @@ The official model normalises with InPlaceABNSync everywhere: in the backbone wi
 (a ReLU follows), in the RCCA and DSN heads with its default LeakyReLU(0.01). Two details differ
 from a plain BatchNorm and are kept here so that official checkpoints compute what they computed:
 the affine scale is |weight| + eps (InPlaceABN needs a positive scale to invert the activation),
-and the running variance is updated with the unbiased batch variance. Parameter names are those
-of the checkpoints: weight, bias, running_mean, running_var.
+and the running variance is updated with the unbiased batch variance. mmsegmentation's CCNet uses
+plain (Sync)BatchNorm followed by ReLU: `BatchNorm2d` below, chosen by `make_norm("batchnorm", ...)`.
+Parameter names are those of the checkpoints: weight, bias, running_mean, running_var.
 """
 import jittor_env  # noqa: F401
 import jittor as jt
@@ -62,8 +63,18 @@ class ABN(nn.Module):
 
 
 class BatchNorm2d(ABN):
-    """PyTorch's BatchNorm2d: ABN without activation and with the weight used as it is."""
+    """PyTorch's BatchNorm2d (the weight used as it is), then `activation` (none by default)."""
     positive_scale = False
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1):
-        super().__init__(num_features, "identity", eps=eps, momentum=momentum)
+    def __init__(self, num_features, activation="identity", eps=1e-5, momentum=0.1):
+        super().__init__(num_features, activation, eps=eps, momentum=momentum)
+
+
+NORMS = {"inplace_abn": ABN, "batchnorm": BatchNorm2d}
+
+
+def make_norm(kind, num_features, activation):
+    """A norm of `kind` ("inplace_abn": the official code's, "batchnorm": mmsegmentation's)."""
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {kind!r}")
+    return NORMS[kind](num_features, activation)

@@ -1,32 +1,38 @@
-"""Dilated ResNet-101 as in the official CCNet code and the MIT ImageNet checkpoint it starts from.
+"""Dilated ResNet (output stride 8) in the two published CCNet layouts, one class with a few switches.
 
-Deep stem (three 3x3 convs, 64-64-128) and a 3x3 max pool with ceil_mode=True; bottlenecks with
-the stride on the 3x3 conv; layer3 and layer4 keep stride 1 and use dilation 2 and 4 in every
-block, so the output stride is 8. Every norm is the official InPlaceABNSync without activation
-(see models/norm.py); a ReLU follows where the official code has one. Parameter names are the
-checkpoint's: conv1, bn1, ..., layer1.0.conv1, layer1.0.downsample.0, ...
+"official" is the official CCNet code and the MIT ImageNet checkpoint it starts from: deep stem of
+three 3x3 convs 64-64-128, a 3x3 max pool with ceil_mode=True, dilation 2 in every layer3 block
+and 4 in every layer4 block, every norm the official InPlaceABNSync without activation (see
+models/norm.py). "mmseg" is mmsegmentation's ResNetV1c as its CCNet configs use it: stem 32-32-64,
+max pool without ceil mode, contract dilation (the first block of a dilated layer at half the
+dilation: 1 in layer3, 2 in layer4), plain BatchNorm. Both put the stride on the 3x3 conv of a
+bottleneck and a ReLU after each norm where the reference code has one. Parameter names are the
+official checkpoint's (conv1, bn1, ..., layer1.0.conv1, layer1.0.downsample.0, ...); the converter
+renames mmsegmentation's (stem.0, stem.1, ...) to them.
 """
 import jittor_env  # noqa: F401
 from jittor import nn
 
-from .norm import ABN
+from .norm import make_norm
 
 EXPANSION = 4
-
-
-def backbone_norm(channels):
-    return ABN(channels, activation="identity")
+DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+# stem conv widths as multiples of the base width, max-pool ceil mode, contract dilation, norm
+LAYOUTS = {
+    "official": dict(stem=(1, 1, 2), ceil_mode=True, contract_dilation=False, norm="inplace_abn"),
+    "mmseg": dict(stem=(0.5, 0.5, 1), ceil_mode=False, contract_dilation=True, norm="batchnorm"),
+}
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, in_channels, planes, stride=1, dilation=1, downsample=None):
+    def __init__(self, in_channels, planes, stride=1, dilation=1, downsample=None, norm="inplace_abn"):
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn1 = backbone_norm(planes)
+        self.bn1 = make_norm(norm, planes, "identity")
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
                                dilation=dilation, bias=False)
-        self.bn2 = backbone_norm(planes)
+        self.bn2 = make_norm(norm, planes, "identity")
         self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
-        self.bn3 = backbone_norm(planes * EXPANSION)
+        self.bn3 = make_norm(norm, planes * EXPANSION, "identity")
         self.downsample = downsample
 
     def execute(self, x):
@@ -40,18 +46,25 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Returns the layer3 (4 * 4w channels) and layer4 (8 * 4w channels) maps, both at stride 8.
 
-    `width` w scales every layer (64 for ResNet-101); `layers` counts the bottlenecks per layer.
+    `width` w scales every layer (64 for the published models); `layers` counts the bottlenecks
+    per layer; `layout` is "official" or "mmseg" (see the module docstring).
     """
 
-    def __init__(self, layers=(3, 4, 23, 3), width=64):
-        self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
-        self.bn1 = backbone_norm(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = backbone_norm(width)
-        self.conv3 = nn.Conv2d(width, width * 2, 3, padding=1, bias=False)
-        self.bn3 = backbone_norm(width * 2)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
-        self.in_channels = width * 2
+    def __init__(self, layers=DEPTHS["resnet101"], width=64, layout="official"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"ResNet: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        spec = LAYOUTS[layout]
+        self.norm = spec["norm"]
+        self.contract_dilation = spec["contract_dilation"]
+        s1, s2, s3 = (int(width * m) for m in spec["stem"])
+        self.conv1 = nn.Conv2d(3, s1, 3, stride=2, padding=1, bias=False)
+        self.bn1 = make_norm(self.norm, s1, "identity")
+        self.conv2 = nn.Conv2d(s1, s2, 3, padding=1, bias=False)
+        self.bn2 = make_norm(self.norm, s2, "identity")
+        self.conv3 = nn.Conv2d(s2, s3, 3, padding=1, bias=False)
+        self.bn3 = make_norm(self.norm, s3, "identity")
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=spec["ceil_mode"])
+        self.in_channels = s3
         self.layer1 = self._make_layer(width, layers[0])
         self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(width * 4, layers[2], dilation=2)
@@ -63,10 +76,11 @@ class ResNet(nn.Module):
         if stride != 1 or self.in_channels != planes * EXPANSION:
             downsample = nn.Sequential(
                 nn.Conv2d(self.in_channels, planes * EXPANSION, 1, stride=stride, bias=False),
-                backbone_norm(planes * EXPANSION))
-        layers = [Bottleneck(self.in_channels, planes, stride, dilation, downsample)]
+                make_norm(self.norm, planes * EXPANSION, "identity"))
+        first_dilation = dilation // 2 if self.contract_dilation and dilation > 1 else dilation
+        layers = [Bottleneck(self.in_channels, planes, stride, first_dilation, downsample, self.norm)]
         self.in_channels = planes * EXPANSION
-        layers += [Bottleneck(self.in_channels, planes, 1, dilation) for _ in range(1, blocks)]
+        layers += [Bottleneck(self.in_channels, planes, 1, dilation, norm=self.norm) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def stem(self, x):
@@ -82,4 +96,4 @@ class ResNet(nn.Module):
 
 
 def resnet101():
-    return ResNet((3, 4, 23, 3), width=64)
+    return ResNet(DEPTHS["resnet101"], width=64)

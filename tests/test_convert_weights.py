@@ -28,7 +28,7 @@ TINY = dict(layers=(1, 1, 2, 1), width=2)
 
 
 def tiny_ccnet():
-    return CCNetResNet(5, recurrence=2, head_channels=8, **TINY)
+    return CCNetResNet(150, recurrence=2, head_channels=8, layers=(3, 4, 23, 3), width=2)
 
 
 def tiny_van():
@@ -42,7 +42,7 @@ def expected():
 
 def round_trip(source, path, model, tmp_path):
     """Convert, write the Jittor checkpoint, read it back and load it strictly into `model`."""
-    state, skipped = convert_weights.convert(source, path, model)
+    state, skipped, _, _ = convert_weights.convert(source, path, model=model)
     save_state_dict(state, tmp_path / "converted.pkl")
     load_checked(model, read_state_dict(str(tmp_path / "converted.pkl")), "converted.pkl")
     model.eval()
@@ -75,7 +75,7 @@ def test_van_converts_from_nested_tar_checkpoint(expected, tmp_path):
 
 
 def converted(source, path, model):
-    return convert_weights.convert(source, path, model)[0]
+    return convert_weights.convert(source, path, model=model)[0]
 
 
 def test_strict_loading_rejects_a_renamed_key():
@@ -90,7 +90,7 @@ def test_strict_loading_rejects_a_changed_shape():
     model = tiny_ccnet()
     state = converted("official", OFFICIAL, model)
     state["dsn.3.weight"] = np.zeros((6, 8, 1, 1), np.float32)
-    with pytest.raises(CheckpointError, match=r"mis-shaped: dsn\.3\.weight \[6, 8, 1, 1\] \(expected \[5, 8, 1, 1\]\)"):
+    with pytest.raises(CheckpointError, match=r"mis-shaped: dsn\.3\.weight \[6, 8, 1, 1\] \(expected \[150, 8, 1, 1\]\)"):
         load_checked(model, state, "reshaped.pkl")
 
 
@@ -123,7 +123,7 @@ def test_cli_rejects_the_wrong_backbone_naming_file_and_keys(capsys, tmp_path):
 
 
 def test_cli_rejects_a_checkpoint_of_the_wrong_size(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "official", OFFICIAL, tmp_path / "out.pkl")
+    code, _, err = run_cli(capsys, "mit-resnet101", MIT, tmp_path / "out.pkl")
     assert code == 2 and "mis-shaped: bn1.bias [2] (expected [64])" in err
 
 

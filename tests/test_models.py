@@ -75,8 +75,8 @@ def test_bottleneck_matches_numpy_reference(float64, stride, dilation, downsampl
     in_channels = 8 if downsample else 16
     down = None
     if downsample:
-        from models.resnet import backbone_norm
-        down = nn.Sequential(nn.Conv2d(in_channels, 16, 1, stride=stride, bias=False), backbone_norm(16))
+        from models.norm import ABN
+        down = nn.Sequential(nn.Conv2d(in_channels, 16, 1, stride=stride, bias=False), ABN(16, "identity"))
     block = Bottleneck(in_channels, 4, stride, dilation, down)
     params = load_random_float64(block, seed=stride + dilation)
     block.eval()
@@ -136,9 +136,13 @@ def test_van_path_fuses_stages_2_to_4_at_stride_8():
     assert main.shape == [1, 3, 8, 12] and aux.shape == [1, 3, 4, 6]
 
 
-def test_unknown_backbone_rejected():
-    with pytest.raises(ValueError, match="backbone must be one of resnet101, van_b0"):
-        build_ccnet("resnet50")
+def test_unknown_backbone_and_layout_rejected():
+    with pytest.raises(ValueError, match="backbone must be one of resnet101, resnet50, van_b0"):
+        build_ccnet("resnet152")
+    with pytest.raises(ValueError, match="layout must be one of official, mmseg"):
+        build_ccnet("resnet50", layout="timm")
+    with pytest.raises(ValueError, match="van_b0 has only the official layout"):
+        build_ccnet("van_b0", layout="mmseg")
 
 
 def assert_trains(model, shape, main_shape, aux_shape):

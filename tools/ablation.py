@@ -25,7 +25,8 @@ import make_synthetic_ade20k as synthetic  # noqa: E402
 import train  # noqa: E402
 from datasets import ADE20K  # noqa: E402
 from inference import Protocol, evaluate  # noqa: E402
-from train import load_model, load_resume  # noqa: E402
+from checkpoints import load_model  # noqa: E402
+from train import load_resume  # noqa: E402
 
 LONG_RANGE = {"sofa": synthetic.SOFA - 1, "armchair": synthetic.ARMCHAIR - 1}  # training ids
 
@@ -43,9 +44,10 @@ def run(args, recurrence, seed):
              "--warmup-iters", "0", "--eval-interval", "0", "--log-interval", "10", "--workers", "2"]
     if not (args.reuse and finished(ckpt, args.iters)) and train.main(flags) != 0:
         raise SystemExit(f"training R={recurrence} seed={seed} failed")
-    model, config, _ = load_model(ckpt)
+    model, checkpoint = load_model(ckpt)
     results = evaluate(model, ADE20K(args.data, "validation", "van_b0"),
-                       Protocol(scale=tuple(config["img_scale"])), config["num_classes"], progress=False)
+                       Protocol(scale=tuple(checkpoint["protocol"]["scale"])), checkpoint["arch"]["num_classes"],
+                       progress=False)
     return {"recurrence": recurrence, "seed": seed, "mIoU": results["mIoU"], "gamma": model.head.cca.gamma.item(),
             **{name: results["IoU"][index] for name, index in LONG_RANGE.items()}}
 

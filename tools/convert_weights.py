@@ -1,21 +1,30 @@
 """Convert published PyTorch weights into this project's Jittor checkpoints, checked key by key.
 
+    python tools/convert_weights.py mmseg         ccnet_r101-d8_512x512_80k_ade20k_20200615_014848-1f4929a3.pth ccnet_r101_mmseg.pkl
     python tools/convert_weights.py official      CCNet_R101.pth            ccnet_r101.pkl
     python tools/convert_weights.py mit-resnet101 resnet101-imagenet.pth    resnet101_mit.pkl
     python tools/convert_weights.py van           van_base_828.pth.tar      van_base.pkl
 
-official       a state dict of the official CCNet code (ResNet-101); loads into
-               build_ccnet("resnet101", num_classes=K), K read from the checkpoint
-mit-resnet101  the MIT ImageNet ResNet-101 (deep stem); loads into models.resnet.resnet101()
-van            the official VAN-B2 ImageNet checkpoint (weights under "state_dict");
-               loads into models.van.van_base()
+mmseg          a trained CCNet of mmsegmentation's model zoo (R-50/R-101-D8; mmcv's {'meta',
+               'state_dict'} file); writes an evaluation checkpoint for test.py. Depth, class
+               count and widths come from the tensors; the evaluation protocol from the file's
+               published name (ccnet_r101-d8_512x512_80k_ade20k_...), or --protocol if renamed
+official       a state dict of the official CCNet code (ResNet-101); writes an evaluation
+               checkpoint for test.py (protocol by class count: 150 ADE20K, 19 Cityscapes 769,
+               21 VOC; --protocol to choose)
+mit-resnet101  the MIT ImageNet ResNet-101 (deep stem); for train.py --pretrained
+van            the official VAN-B2 ImageNet checkpoint (weights under "state_dict"); for
+               train.py --pretrained
 
-The names already match, so conversion is: read the file (torch is not needed), drop what the
-source has and the model never does (BatchNorm's num_batches_tracked, the ImageNet classifier,
-a DataParallel "module." prefix), then require every remaining key and shape to match the model.
-Anything else is an error listing the keys; nothing is written then.
+The official, MIT and VAN names already match the models', so conversion drops what the source
+has and the model never does (BatchNorm's num_batches_tracked, the ImageNet classifier, a
+DataParallel "module." prefix) and requires every other key and shape to match. mmsegmentation's
+names are renamed one to one (MMSEG_NAMES); every source key but num_batches_tracked must be used
+exactly once. Anything else is an error listing the keys; nothing is written then.
 """
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,28 +32,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from models import build_ccnet  # noqa: E402
+from checkpoints import DATASET_PROTOCOLS, build_model, make_protocol  # noqa: E402
 from models.checkpoint import (CheckpointError, check_state_dict, list_keys,  # noqa: E402
-                               model_shapes, read_state_dict, save_state_dict)
-from models.resnet import resnet101  # noqa: E402
+                               model_shapes, read_state_dict, save_atomic, save_state_dict)
+from models.resnet import DEPTHS, resnet101  # noqa: E402
 from models.van import van_base  # noqa: E402
 
-CLASSIFIER_KEY = "head.bottleneck.3.weight"
-
-
-def official_model(state, path):
-    if CLASSIFIER_KEY not in state:
-        raise CheckpointError(f"{path}: not an official CCNet checkpoint (no {CLASSIFIER_KEY}); "
-                              f"its first keys: {', '.join(sorted(state)[:5])}")
-    return build_ccnet("resnet101", num_classes=state[CLASSIFIER_KEY].shape[0])
-
-
-# source -> where the weights sit, what the model never has, and the model they must fit
-SOURCES = {
-    "official": dict(nested_under=None, never=(), model=official_model),
-    "mit-resnet101": dict(nested_under=None, never=("fc.",), model=lambda state, path: resnet101()),
-    "van": dict(nested_under="state_dict", never=("head.",), model=lambda state, path: van_base()),
+# this project's name prefix -> mmsegmentation's (ResNetV1c backbone, CCHead, FCNHead auxiliary)
+MMSEG_NAMES = (
+    ("conv1.", "backbone.stem.0."), ("bn1.", "backbone.stem.1."),
+    ("conv2.", "backbone.stem.3."), ("bn2.", "backbone.stem.4."),
+    ("conv3.", "backbone.stem.6."), ("bn3.", "backbone.stem.7."),
+    ("layer", "backbone.layer"),
+    ("head.conva.0.", "decode_head.convs.0.conv."), ("head.conva.1.", "decode_head.convs.0.bn."),
+    ("head.cca.gamma", "decode_head.cca.gamma.scale"), ("head.cca.", "decode_head.cca."),
+    ("head.convb.0.", "decode_head.convs.1.conv."), ("head.convb.1.", "decode_head.convs.1.bn."),
+    ("head.bottleneck.0.", "decode_head.conv_cat.conv."), ("head.bottleneck.1.", "decode_head.conv_cat.bn."),
+    ("head.bottleneck.3.", "decode_head.conv_seg."),
+    ("dsn.0.", "auxiliary_head.convs.0.conv."), ("dsn.1.", "auxiliary_head.convs.0.bn."),
+    ("dsn.3.", "auxiliary_head.conv_seg."),
+)
+# Where each layout's sizes can be read (in its own names), and its published sizes. The official
+# auxiliary head is as wide as the RCCA head; mmsegmentation's is 256 wide.
+SIZE_KEYS = {
+    "official": dict(prefix="", classifier="head.bottleneck.3.weight", width="layer1.0.conv1.weight",
+                     head_channels="head.bottleneck.0.weight", aux_channels="dsn.0.weight",
+                     defaults=dict(width=64, head_channels=512)),
+    "mmseg": dict(prefix="backbone.", classifier="decode_head.conv_seg.weight",
+                  width="backbone.layer1.0.conv1.weight", head_channels="decode_head.convs.0.conv.weight",
+                  aux_channels="auxiliary_head.convs.0.conv.weight",
+                  defaults=dict(width=64, head_channels=512, aux_channels=256)),
 }
+RECURRENCE = 2  # not stored in the weights: the official README's and every mmsegmentation config's
+# ccnet_r101-d8_512x512_80k_ade20k_20200615_014848-1f4929a3.pth (model zoo v0.5) and
+# ccnet_r101-d8_4xb4-80k_ade20k-512x512 (the 1.x config names)
+MMSEG_FILE_NAMES = (
+    re.compile(r"ccnet_r(?P<depth>50|101)-d8_(?P<crop>\d+x\d+)_\d+k_(?P<dataset>ade20k|cityscapes|voc12aug)"),
+    re.compile(r"ccnet_r(?P<depth>50|101)-d8_\d+xb\d+-\d+k_(?P<dataset>ade20k|cityscapes|voc12aug)-(?P<crop>\d+x\d+)"),
+)
+OFFICIAL_PROTOCOLS = {150: "ade20k-512x512", 19: "cityscapes-769x769", 21: "voc12aug-512x512"}
+BACKBONE_SOURCES = ("mit-resnet101", "van")
 
 
 def strip_data_parallel(state):
@@ -53,20 +80,148 @@ def strip_data_parallel(state):
     return state
 
 
-def convert(source, path, model=None):
-    """(state dict for the model, sorted names of the skipped source keys).
+def require(state, keys, path, what):
+    for key in keys:
+        if key not in state:
+            raise CheckpointError(f"{path}: not {what} (no {key}); its first keys: {list_keys(state)}")
 
-    `model` defaults to the source's published model; tests pass smaller ones.
-    """
-    spec = SOURCES[source]
-    state = strip_data_parallel(read_state_dict(str(path), spec["nested_under"]))
-    skipped = sorted(k for k in state
-                     if k.endswith("num_batches_tracked") or k.startswith(spec["never"]))
-    kept = {k: v for k, v in state.items() if k not in skipped}
-    if model is None:
-        model = spec["model"](kept, path)
-    check_state_dict(kept, model_shapes(model), str(path))
-    return kept, skipped
+
+def split_skipped(state, never=()):
+    """(kept, sorted skipped keys): drop num_batches_tracked and keys under a prefix in `never`."""
+    skipped = sorted(k for k in state if k.endswith("num_batches_tracked") or k.startswith(tuple(never)))
+    return {k: v for k, v in state.items() if k not in skipped}, skipped
+
+
+def resnet_arch(state, path, layout):
+    """The "arch" record of a CCNet-ResNet state dict in `layout`'s names, read from its tensors."""
+    keys = SIZE_KEYS[layout]
+    blocks = tuple(len({k[len(keys["prefix"]):].split(".")[1] for k in state
+                        if k.startswith(f"{keys['prefix']}layer{i}.")}) for i in range(1, 5))
+    depth = {v: k for k, v in DEPTHS.items()}.get(blocks)
+    if depth is None:
+        raise CheckpointError(f"{path}: the backbone has {blocks} blocks per layer; expected ResNet-50 "
+                              f"{DEPTHS['resnet50']} or ResNet-101 {DEPTHS['resnet101']}")
+    arch = {"backbone": depth, "layout": layout, "num_classes": int(state[keys["classifier"]].shape[0]),
+            "recurrence": RECURRENCE, "ccl": False}
+    sizes = {name: int(state[keys[name]].shape[0]) for name in ("width", "head_channels", "aux_channels")}
+    defaults = {**keys["defaults"], "aux_channels": keys["defaults"].get("aux_channels", sizes["head_channels"])}
+    arch.update({name: size for name, size in sizes.items() if size != defaults[name]})
+    return arch
+
+
+def check_classes(arch, protocol_name, path):
+    classes = DATASET_PROTOCOLS[protocol_name]["num_classes"]
+    if arch["num_classes"] != classes:
+        raise CheckpointError(f"{path}: the model has {arch['num_classes']} classes but {protocol_name} "
+                              f"has {classes}")
+
+
+# ---- mmsegmentation ---------------------------------------------------------------------------
+
+def mmseg_name(key):
+    """mmsegmentation's name of this project's parameter `key`."""
+    for ours, theirs in MMSEG_NAMES:
+        if key.startswith(ours):
+            return theirs + key[len(ours):]
+    raise KeyError(key)
+
+
+def mmseg_protocol_name(path, arch):
+    """The DATASET_PROTOCOLS name in a published file name, checked against the tensors."""
+    name = os.path.basename(str(path))
+    for pattern in MMSEG_FILE_NAMES:
+        match = pattern.search(name)
+        if match:
+            break
+    else:
+        raise CheckpointError(f"{path}: the file name does not say which dataset and crop the model was "
+                              f"trained for (expected a published name such as "
+                              f"ccnet_r101-d8_512x512_80k_ade20k_...pth); pass --protocol, one of "
+                              f"{', '.join(DATASET_PROTOCOLS)}")
+    if f"resnet{match['depth']}" != arch["backbone"]:
+        raise CheckpointError(f"{path}: the name says ResNet-{match['depth']} but the weights are a {arch['backbone']}")
+    return f"{match['dataset']}-{match['crop']}"
+
+
+def rename_mmseg(state, model, path):
+    """The state renamed to the model's names; every source key used once, shapes checked."""
+    expected = model_shapes(model)
+    names = {mmseg_name(k): k for k in expected}
+    kept, skipped = split_skipped(state)
+    missing = [theirs for theirs in names if theirs not in kept]
+    unexpected = [k for k in kept if k not in names]
+    renamed = {names[k]: np.asarray(v) for k, v in kept.items() if k in names}
+    renamed = {k: v.reshape(expected[k]) if k == "head.cca.gamma" and v.size == 1 else v for k, v in renamed.items()}
+    misshaped = [f"{mmseg_name(k)} {list(v.shape)} (expected {expected[k]})"
+                 for k, v in renamed.items() if list(v.shape) != list(expected[k])]
+    problems = [f"{len(keys)} {what}: {list_keys(keys)}" for what, keys in
+                (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"{path}: does not fit mmsegmentation's CCNet; " + "; ".join(problems))
+    return renamed, skipped
+
+
+def convert_mmseg(state, path, protocol_name=None, model=None):
+    """(state, skipped, arch, protocol) of an mmsegmentation CCNet state dict."""
+    require(state, ("decode_head.cca.query_conv.weight", "decode_head.conv_seg.weight",
+                    "decode_head.convs.0.conv.weight", "auxiliary_head.convs.0.conv.weight",
+                    "backbone.stem.0.weight", "backbone.layer1.0.conv1.weight"), path,
+            "an mmsegmentation CCNet checkpoint (ResNetV1c backbone, CCHead, FCNHead auxiliary head)")
+    arch = resnet_arch(state, path, "mmseg")
+    protocol_name = protocol_name or mmseg_protocol_name(path, arch)
+    check_classes(arch, protocol_name, path)
+    renamed, skipped = rename_mmseg(state, model or build_model(arch), path)
+    return renamed, skipped, arch, make_protocol("mmseg", protocol_name)
+
+
+# ---- the official CCNet code and the ImageNet backbones -----------------------------------------
+
+def convert_official(state, path, protocol_name=None, model=None):
+    """(state, skipped, arch, protocol) of an official CCNet state dict."""
+    kept, skipped = split_skipped(strip_data_parallel(state))
+    require(kept, tuple(SIZE_KEYS["official"][k] for k in ("classifier", "width", "head_channels", "aux_channels")),
+            path, "an official CCNet checkpoint")
+    arch = resnet_arch(kept, path, "official")
+    protocol_name = protocol_name or OFFICIAL_PROTOCOLS.get(arch["num_classes"])
+    if protocol_name is None:
+        raise CheckpointError(f"{path}: {arch['num_classes']} classes name no known dataset; pass --protocol, "
+                              f"one of {', '.join(DATASET_PROTOCOLS)}")
+    check_classes(arch, protocol_name, path)
+    check_state_dict(kept, model_shapes(model or build_model(arch)), str(path))
+    return kept, skipped, arch, make_protocol("official", protocol_name)
+
+
+def backbone_converter(never, published_model):
+    def convert_backbone(state, path, protocol_name=None, model=None):
+        kept, skipped = split_skipped(strip_data_parallel(state), never)
+        check_state_dict(kept, model_shapes(model or published_model()), str(path))
+        return kept, skipped, None, None
+    return convert_backbone
+
+
+# source -> where the weights sit in the file, and its converter
+SOURCES = {
+    "mmseg": ("state_dict", convert_mmseg),
+    "official": (None, convert_official),
+    "mit-resnet101": (None, backbone_converter(("fc.",), resnet101)),
+    "van": ("state_dict", backbone_converter(("head.",), van_base)),
+}
+
+
+def convert(source, path, protocol_name=None, model=None):
+    """(state dict, sorted skipped source keys, arch, protocol); arch and protocol are None for the
+    ImageNet backbones, which are weights for train.py --pretrained, not models to evaluate.
+    `model` replaces the model the weights must fit (tests use smaller ones)."""
+    nested_under, converter = SOURCES[source]
+    return converter(read_state_dict(str(path), nested_under), path, protocol_name, model)
+
+
+def write(dst, state, arch, protocol, src):
+    """An evaluation checkpoint (model, arch, protocol, source) or, without arch, plain weights."""
+    if arch is None:
+        save_state_dict(state, dst)
+    else:
+        save_atomic({"model": state, "arch": arch, "protocol": protocol, "source": os.path.basename(str(src))}, dst)
 
 
 def main(argv=None):
@@ -76,19 +231,26 @@ def main(argv=None):
     parser.add_argument("source", choices=sorted(SOURCES), help="which published file SRC is")
     parser.add_argument("src", help="the PyTorch checkpoint (.pth, .pth.tar, ...)")
     parser.add_argument("dst", help="the Jittor checkpoint to write (.pkl)")
+    parser.add_argument("--protocol", choices=sorted(DATASET_PROTOCOLS),
+                        help="mmseg, official: the dataset and crop the model was trained for "
+                             "(default: from the file name or the class count)")
     args = parser.parse_args(argv)
     if not args.dst.endswith(".pkl"):
         parser.error(f"dst must end with .pkl (Jittor's checkpoint format), got {args.dst}")
+    if args.protocol and args.source in BACKBONE_SOURCES:
+        parser.error(f"--protocol applies to trained segmenters (mmseg, official), not to {args.source}")
     try:
-        state, skipped = convert(args.source, args.src)
+        state, skipped, arch, protocol = convert(args.source, args.src, args.protocol)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    save_state_dict(state, args.dst)
+    write(args.dst, state, arch, protocol, args.src)
     count = sum(int(np.prod(v.shape)) for v in state.values())
     print(f"{args.dst}: {len(state)} tensors ({count / 1e6:.2f}M values) from {args.src}")
     if skipped:
         print(f"skipped {len(skipped)} keys the model does not have: {list_keys(skipped)}")
+    if arch is not None:
+        print(f"model: {arch}\nprotocol: {protocol}\nevaluate: python test.py --ckpt {args.dst}")
     return 0
 
 

@@ -31,7 +31,7 @@ from datasets import DatasetError  # noqa: E402
 from datasets.ade20k import read_image  # noqa: E402
 from datasets import transforms as T  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
-from train import load_model  # noqa: E402
+from checkpoints import load_model, normalization_of  # noqa: E402
 
 
 DECADES = 4  # the colour scale spans weights from 1e-4 of the peak to the peak
@@ -111,12 +111,13 @@ def main(argv=None):
     p.add_argument("--out", default="attention.png", help="PNG to write")
     args = p.parse_args(argv)
     try:
-        model, config, _ = load_model(args.ckpt)
+        model, checkpoint = load_model(args.ckpt)
         image = read_image(args.image)
     except (CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if config["recurrence"] == 0:
+    arch, protocol = checkpoint["arch"], checkpoint["protocol"]
+    if arch["recurrence"] == 0:
         print(f"error: {args.ckpt} has no criss-cross attention (trained with --recurrence 0)", file=sys.stderr)
         return 2
     height, width = image.shape[:2]
@@ -124,13 +125,13 @@ def main(argv=None):
     if not (0 <= x < width and 0 <= y < height):
         print(f"error: --pixel {x} {y} is outside the {width}x{height} image {args.image}", file=sys.stderr)
         return 2
-    resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, tuple(config.get("img_scale", T.SCALE))))
-    batch = jt.array(T.normalization_for(config["backbone"])(resized)[None])
+    resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, tuple(protocol["scale"])))
+    batch = jt.array(normalization_of(protocol)(resized)[None])
     pairs = recurrence_queries_keys(model, batch)
     h, w = pairs[0][0].shape[1:]
     first, second = spread(pairs, (min(y * h // height, h - 1), min(x * w // width, w - 1)))
     draw(image, [first, second], (x, y), args.out,
-         f"criss-cross attention of pixel ({x}, {y}), {config['backbone']}, R={config['recurrence']}")
+         f"criss-cross attention of pixel ({x}, {y}), {arch['backbone']}, R={arch['recurrence']}")
     print(f"wrote {args.out}")
     return 0
 
