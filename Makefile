@@ -7,12 +7,17 @@ REPORT := .pytest-report.xml
 
 .PHONY: test demo ablation venv warm clean
 
-venv: $(VENV)/.installed
+# WITH_MMSEG=1 also installs mmsegmentation and torch (requirements-mmseg.txt, about 5 GB), the live
+# reference of the published-model tests, which otherwise skip.
+REQUIREMENTS := $(if $(filter 1,$(WITH_MMSEG)),requirements-mmseg.txt,requirements.txt)
+INSTALLED := $(VENV)/.installed-$(basename $(REQUIREMENTS))
 
-$(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+venv: $(INSTALLED)
+
+$(INSTALLED): $(REQUIREMENTS) requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
 	touch $@
 
 # Jittor may compile its core, print "jit_utils updated, please rerun" and exit 0 on a fresh

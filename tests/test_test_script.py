@@ -34,7 +34,9 @@ def test_saved_predictions_score_like_the_run_that_made_them(trained, tmp_path):
     out = tmp_path / "out"
     assert test_script.main(["--ckpt", str(ckpt), "--save-pred", "--out", str(out)]) == 0
     model_run = json.loads((out / "metrics.json").read_text())
-    assert model_run["protocol"]["mode"] == "whole" and model_run["protocol"]["backbone"] == "van_b0"
+    protocol = model_run["protocol"]
+    assert protocol["mode"] == "whole" and protocol["model"]["backbone"] == "van_b0" and protocol["iteration"] == 1
+    assert protocol["align_corners"] is True  # train.py's loss resizes with align_corners=True: so does test.py
     assert len(list((out / "pred").glob("*.png"))) == 2 and len(list((out / "vis").glob("*.jpg"))) == 2
     rescored = tmp_path / "rescored"
     assert test_script.main(["--pred-dir", str(out / "pred"), "--data-root", str(root), "--out", str(rescored)]) == 0
