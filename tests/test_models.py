@@ -169,3 +169,20 @@ def test_ccnet_resnet101_runs_forward_and_backward():
 def test_ccnet_van_base_runs_forward_and_backward():
     model = build_ccnet("van_base", num_classes=150)
     assert_trains(model, (1, 3, 64, 64), [1, 150, 8, 8], [1, 150, 4, 4])
+
+
+def test_mmseg_layout_is_resnet_v1c_with_contract_dilation():
+    """mmsegmentation's CCNet: stem 32-32-64 at width 64, floor pooling (a 64 input gives 8 x 8
+    logits where the official ceil-mode pool gives 9 x 9), the first block of layer3 / layer4 at
+    half the dilation, BatchNorm + ReLU heads and a 256-wide auxiliary conv without bias."""
+    full = build_ccnet("resnet50", layout="mmseg")
+    assert [c.weight.shape[0] for c in (full.conv1, full.conv2, full.conv3)] == [32, 32, 64]
+    assert [block.conv2.dilation[0] for block in full.layer3][:2] == [1, 2]
+    assert [block.conv2.dilation[0] for block in full.layer4][:2] == [2, 4]
+    assert full.dsn[0].weight.shape[0] == 256 and full.dsn[0].bias is None
+    assert full.head.conva[1].activation == "relu" and not full.head.conva[1].positive_scale
+    sizes = {}
+    for layout in ("mmseg", "official"):
+        model = build_ccnet("resnet50", num_classes=3, layout=layout, width=2, head_channels=8).eval()
+        sizes[layout] = model(jt.randn(1, 3, 64, 64)).shape[2:]
+    assert sizes == {"mmseg": [8, 8], "official": [9, 9]}
