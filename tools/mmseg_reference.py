@@ -31,8 +31,7 @@ def mmseg_available():
 
 def import_mmseg():
     import mmcv
-    if not isinstance(sys.modules.get("mmcv.ops"), types.ModuleType) or not hasattr(sys.modules["mmcv.ops"],
-                                                                                      "CrissCrossAttention"):
+    if not hasattr(sys.modules.get("mmcv.ops"), "CrissCrossAttention"):  # not yet, and no compiled mmcv
         ops = types.ModuleType("mmcv.ops")
         ops.__path__ = [os.path.join(os.path.dirname(mmcv.__file__), "ops")]
         sys.modules["mmcv.ops"] = mmcv.ops = ops
