@@ -13,18 +13,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import ADE20K  # noqa: E402
+from datasets import ADE20K, Loader  # noqa: E402
 
 
 def throughput(root, split, workers, draws, batch, crop):
-    dataset = ADE20K(root, split, crop_size=crop, augment=True, batch_size=batch, num_workers=workers)
-    dataset.set_draws(0, draws)
-    iterator = iter(dataset)
-    next(iterator)  # worker start-up is not loading
-    start = time.perf_counter()
-    count = sum(1 for _ in iterator)
-    seconds = time.perf_counter() - start
-    dataset.terminate()
+    dataset = ADE20K(root, split, crop_size=crop, augment=True)
+    with Loader(dataset, batch, stop=draws, workers=workers) as loader:
+        iterator = iter(loader)
+        next(iterator)  # worker start-up is not loading
+        start = time.perf_counter()
+        count = sum(1 for _ in iterator)
+        seconds = time.perf_counter() - start
     return count * batch / seconds
 
 

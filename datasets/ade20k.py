@@ -10,20 +10,17 @@ are errors. Each file is checked when it is read: an unreadable or truncated ima
 of another size than its image, or annotation values above 150 raise DatasetError naming the file.
 Nothing is dropped or repaired silently.
 
-Iteration is in "draws": draw d is the (d % N)-th sample of epoch d // N, in an order shuffled by
-(seed, epoch) for training, and its augmentation is seeded by (seed, d). So what every draw gives
-is fixed by the seed alone, whatever the number of worker processes, and a training schedule of
-any length is one pass over draws 0 .. iters * batch - 1 (`set_draws`); resuming starts at a later
-draw. By default a pass is one epoch.
+Samples are indexed by "draws": draw d is the (d % N)-th file of epoch d // N, in an order
+shuffled by (seed, epoch) for training, and its augmentation is seeded by (seed, d). So what every
+draw gives is fixed by the seed alone, whatever the number of worker processes, and a training
+schedule of any length is the draws 0 .. iters * batch - 1 (datasets/loader.py batches them);
+resuming starts at a later draw.
 """
 import os
 
 import cv2
 import numpy as np
 from PIL import Image
-
-import jittor_env  # noqa: F401
-from jittor.dataset import Dataset
 
 from . import transforms as T
 
@@ -120,56 +117,34 @@ def read_annotation(path, image_shape):
     return to_train_ids(annotation)
 
 
-class DrawSampler:
-    """The draw ids start, ..., stop - 1 of a pass. Draw d is sample d % N of epoch d // N, so a
-    whole iteration-based schedule is one pass, and resuming is starting at a later draw."""
-
-    def __init__(self, start, stop):
-        self.start, self.stop = start, stop
-
-    def __iter__(self):
-        return iter(range(self.start, self.stop))
-
-    def __len__(self):
-        return self.stop - self.start
-
-
-class ADE20K(Dataset):
-    """ADE20K samples (image float32 3 x H x W normalised for `backbone`, label int32 H x W).
+class ADE20K:
+    """ADE20K samples by draw: (image float32 3 x H x W normalised for `backbone`, label int32 H x W).
 
     `normalization` (a transforms.Normalization) replaces the backbone's, e.g. a checkpoint's own.
 
     With `augment` (the default for "training") a sample is a crop_size crop of the training
     transforms; without (the default for "validation") the whole image resized to (2048, 512),
-    with its label at full size (use batch_size 1). `shuffle` and `drop_last` default to `augment`.
+    with its label at full size. `shuffle` (the order of each epoch's files) defaults to `augment`.
+    len() is the number of files, one epoch of draws.
     """
 
     def __init__(self, root, split, backbone="resnet101", crop_size=512, seed=0, augment=None,
-                 batch_size=1, shuffle=None, num_workers=0, drop_last=None, scale=T.SCALE,
-                 normalization=None):
+                 shuffle=None, scale=T.SCALE, normalization=None):
         self.augment = SPLITS.get(split) == "training" if augment is None else augment
-        shuffle = self.augment if shuffle is None else shuffle
-        drop_last = self.augment if drop_last is None else drop_last
-        # Jittor's own shuffling is unused: the order comes from the draws (file_index).
-        super().__init__(batch_size=batch_size, drop_last=drop_last, num_workers=num_workers)
+        self.shuffle = self.augment if shuffle is None else shuffle
         self.files = list_split(root, split)
         self.normalization = normalization or T.normalization_for(backbone)
         self.crop_size = crop_size
         self.scale = tuple(scale)
         self.seed = seed
-        self.shuffle_files = shuffle
         self._order = (None, None)  # (epoch, file order) of the last epoch used
-        self.set_draws(0, len(self.files))
 
-    def set_draws(self, start, stop):
-        """Iterate draws start .. stop - 1 (see the module docstring)."""
-        self.sampler = DrawSampler(start, stop)
-        self.set_attrs(total_len=stop - start)
-        return self
+    def __len__(self):
+        return len(self.files)
 
     def file_index(self, draw):
         epoch, position = divmod(draw, len(self.files))
-        if not self.shuffle_files:
+        if not self.shuffle:
             return position
         if self._order[0] != epoch:
             self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.files)))

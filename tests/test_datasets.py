@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import ADE20K, CLASSES, NAMES, PALETTE, DatasetError
+from datasets import ADE20K, CLASSES, NAMES, PALETTE, DatasetError, Loader
 from datasets import transforms as T
 from datasets.ade20k import to_train_ids
 
@@ -198,8 +198,8 @@ def test_draws_fix_order_and_augmentation_by_seed_alone(tmp_path):
     np.testing.assert_array_equal(first[5][0], again[5][0])
     same_file_next_epoch = 4 + epoch1.index(epoch0[0])
     assert not np.array_equal(first[0][0], first[same_file_next_epoch][0])
-    first.set_draws(6, 30)  # a schedule of 30 draws, resumed after 6
-    assert list(first.sampler) == list(range(6, 30))
+    resumed = Loader(first, batch_size=4, start=8, stop=32)  # a schedule of 8 batches, resumed after 2
+    assert [list(draws) for draws in resumed.batches] == [list(range(b, b + 4)) for b in range(8, 32, 4)]
 
 
 def tree_digest(folder):
@@ -235,9 +235,13 @@ def test_generated_long_range_class_is_told_only_by_the_far_cue(tmp_path):
         assert np.abs(image[ellipse].mean(axis=0) - 128).max() < 10  # the same grey either way
 
 
-def test_one_epoch_with_worker_processes(tmp_path):
+def test_worker_processes_give_the_batches_of_the_reading_process(tmp_path):
     make_synthetic_ade20k.main(["--out", str(tmp_path), "--train", "12", "--val", "1", "--size", "96"])
-    dataset = ADE20K(str(tmp_path), "training", crop_size=64, batch_size=4, num_workers=2)
-    batches = [(image.shape, label.shape) for image, label in dataset]
-    dataset.terminate()  # Jittor's workers keep prefetching the next pass otherwise
-    assert len(dataset) == 3 and batches == [([4, 3, 64, 64], [4, 64, 64])] * 3
+    dataset = ADE20K(str(tmp_path), "training", crop_size=64)
+    here = list(Loader(dataset, batch_size=4, stop=20))
+    with Loader(dataset, batch_size=4, stop=20, workers=2) as loader:
+        there = list(loader)
+    assert [(i.shape, l.shape) for i, l in there] == [((4, 3, 64, 64), (4, 64, 64))] * 5
+    for (image, label), (image_w, label_w) in zip(here, there):
+        np.testing.assert_array_equal(image, image_w)
+        np.testing.assert_array_equal(label, label_w)
