@@ -5,6 +5,7 @@ missing, unexpected or mis-shaped key is an error that names the file and the fi
 model is never silently half-loaded.
 """
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -113,18 +114,80 @@ def load_checked(module, state, source, may_miss=()):
     module.load_parameters(state)
 
 
-def save_atomic(obj, path):
-    """jt.save `obj` to `path` through a temporary file and a rename: a crash leaves the old file."""
+PARTIAL_PREFIX = ".tmp-"  # the temporary files of the atomic writes below
+
+
+def _sync_folder(folder):
+    """Make a rename in `folder` durable (where the platform can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_atomic(path, write, suffix):
+    """Call write(temporary path), flush it to disk, then rename it to `path`: readers and a crash
+    at any point see the old file or the new one, never a part."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pkl")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=PARTIAL_PREFIX, suffix=suffix)
     os.close(fd)
     try:
-        jt.save(obj, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from a shared group
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(obj, path):
+    """jt.save `obj` to `path` atomically (see _replace_atomic)."""
+    _replace_atomic(path, lambda tmp: jt.save(obj, tmp), ".pkl")
+
+
+def write_atomic(path, text):
+    """Write a text file atomically (see _replace_atomic)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    _replace_atomic(path, write, os.path.splitext(path)[1])
+
+
+def link_atomic(source, path):
+    """Make `path` another name of the file `source` (a hard link, so no second copy is written),
+    replacing what `path` was in one step."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f"{PARTIAL_PREFIX}{os.getpid()}-{os.path.basename(path)}")
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links: a copy, written as atomically
+        _replace_atomic(path, lambda copy: shutil.copyfile(source, copy), os.path.splitext(path)[1])
+        return
+    os.replace(tmp, path)
+    _sync_folder(folder)
+
+
+def remove_partial_saves(folder):
+    """Delete the temporary files that a process killed during an atomic write left in `folder`."""
+    for name in os.listdir(folder):
+        if name.startswith(PARTIAL_PREFIX):
+            os.remove(os.path.join(folder, name))
 
 
 def save_state_dict(state, path):
