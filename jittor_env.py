@@ -11,12 +11,17 @@ are set here, before that import, and never over a value the user already set:
   happens. Without oneDNN, Jittor's CPU convolutions are about 150x slower.
 * GPU visible and Jittor built with CUDA: `jt.flags.use_cuda = 1`.
 * Jittor's own log (`log_silent`) is off unless `CCNET_VERBOSE=1`.
+* Jittor's kernel-compiling process pool is ended at exit by killing its processes
+  (`end_compiler_pool`), not by `Pool.terminate`, which waits forever when a signal sent to the
+  whole process group (Ctrl-C, `kill -TERM -PGID`, a batch scheduler) has killed one of them.
 """
+import atexit
 import glob
 import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -109,3 +114,38 @@ import jittor as jt  # noqa: E402  (must follow configure_environment)
 
 if _use_gpu and jt.has_cuda and "use_cuda" not in os.environ:
     jt.flags.use_cuda = 1
+
+
+def end_compiler_pool():
+    """Kill and reap the processes of Jittor's compiler pool (created on the first kernel compile).
+
+    Pool.terminate, which Jittor and multiprocessing call at exit, first takes a lock that an idle
+    pool process holds while it waits for work; if that process was killed, by a signal meant for
+    the whole process group, the lock is never released and the exit hangs. Closing the pool stops it from replacing
+    dead processes; the rest are killed here (SIGCHLD back to its default first: Jittor's handler
+    ends the process when a child is killed)."""
+    import jittor_utils
+    pool = getattr(jittor_utils, "p", None)
+    if pool is None:
+        return
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pool.close()
+    pool._worker_handler.join(timeout=1)  # it replaces dead processes until it sees the pool closed
+    for process in pool._pool:
+        process.kill()
+        process.join()
+    pool._terminate.cancel()  # the Pool.terminate that multiprocessing's own exit handler would call
+    del jittor_utils.p
+
+
+def replace_pool_cleanup():
+    """Make Jittor's exit handler for its compiler pool end_compiler_pool, whether the pool exists
+    (created while Jittor compiled its core) or comes later (Jittor registers the name it finds)."""
+    import jittor_utils
+    if getattr(jittor_utils, "p", None) is not None:
+        atexit.unregister(jittor_utils.pool_cleanup)
+        atexit.register(end_compiler_pool)
+    jittor_utils.pool_cleanup = end_compiler_pool
+
+
+replace_pool_cleanup()

@@ -1,11 +1,16 @@
-"""The Jittor bootstrap: offline CPU start, oneDNN really in use, the user's settings win."""
+"""The Jittor bootstrap: offline CPU start, oneDNN really in use, the user's settings win, a clean exit."""
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 import jittor_env
 import jittor as jt
 from jittor import nn
+
+from process_helpers import live_processes_in_group, wait_for
 
 START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME")
 
@@ -85,3 +90,30 @@ def test_missing_wheels_turn_onednn_off_with_a_warning(clean_environment, monkey
     jittor_env.configure_environment()
     assert clean_environment["use_mkl"] == "0"
     assert "oneDNN not found" in capsys.readouterr().err
+
+
+COMPILER_POOL_KILLED = """
+import atexit, multiprocessing, os, signal, sys, time
+sys.path.insert(0, {root!r})
+import jittor_env
+import jittor_utils
+# the pool as jittor_utils.run_cmds makes it on the first kernel compile
+jittor_utils.p = multiprocessing.Pool(2)
+jittor_utils.p.__enter__()
+atexit.register(jittor_utils.pool_cleanup)
+jittor_utils.p.map(abs, [1, 2])
+for process in list(jittor_utils.p._pool):  # what Ctrl-C or kill -TERM -PGID does to them
+    os.kill(process.pid, signal.SIGTERM)
+time.sleep(0.5)
+"""
+
+
+def test_exit_does_not_hang_on_a_killed_compiler_pool():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.Popen([sys.executable, "-c", COMPILER_POOL_KILLED.format(root=root)], start_new_session=True)
+    try:
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the pool's processes")
