@@ -15,11 +15,17 @@ gradients are averaged and batch-norm statistics shared (models/norm.py), dropou
 for the global batch (models/stochastic.py), and only process 0 writes files. Randomness is a
 function of (seed, iteration) and of (seed, draw) for augmentation, so a checkpoint needs no RNG
 state for --resume to continue exactly.
+
+A run ends cleanly whatever happens: SIGINT or SIGTERM save and stop (exit code 128 + N), a bad
+file or a failed data worker is one line naming it (exit code 1, after saving the iteration
+reached), a non-finite loss stops without saving; checkpoints are written atomically, so SIGKILL
+loses only the iterations since the last one (README, "Stopping, and what ends a run").
 """
 import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -31,7 +37,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from datasets import ADE20K, NUM_CLASSES, DatasetError
+from datasets import ADE20K, NUM_CLASSES, DatasetError, Loader, LoaderError
 from datasets.ade20k import list_split
 from datasets.transforms import RATIO_RANGE, SCALE
 from inference import Protocol, evaluate
@@ -39,7 +45,8 @@ from curves import plot_curves
 from losses import Ohem, category_consistent_loss, segmentation_loss
 from checkpoints import build_model, is_resumable, read_record, record_of_config
 from models import BACKBONES
-from models.checkpoint import CheckpointError, load_checked, read_state_dict, save_atomic
+from models.checkpoint import (CheckpointError, link_atomic, load_checked, read_state_dict, remove_partial_saves,
+                               save_atomic, write_atomic)
 
 RECIPES = {
     "sgd": dict(lr=0.01, weight_decay=5e-4, warmup_iters=0, power=0.9, min_lr=1e-4),
@@ -47,7 +54,7 @@ RECIPES = {
 }
 DEFAULTS = dict(data_root="data/ADEChallengeData2016", recurrence=2, iters=80_000, batch_size=16,
                 crop_size=512, img_scale=list(SCALE), aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000,
-                eval_interval=8000, log_interval=20, pretrained=None)
+                eval_interval=8000, log_interval=20, pretrained=None, stop_timeout=60)
 NO_DATA = ("no ADE20K found: {error}\nGet ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), "
            "unpack it and pass --data-root path/to/ADEChallengeData2016 (see README, 'ADE20K').\n"
            "To see the whole pipeline now, on a generated dataset and the CPU: make demo")
@@ -55,6 +62,10 @@ NO_DATA = ("no ADE20K found: {error}\nGet ADEChallengeData2016.zip (the MIT Scen
 
 class UsageError(Exception):
     """Bad input found before any work starts: printed as one line, exit code 2."""
+
+
+class TrainingError(Exception):
+    """The run cannot go on (a non-finite loss): printed as one line, exit code 1."""
 
 
 def parse_args(argv):
@@ -85,10 +96,13 @@ def parse_args(argv):
     r = p.add_argument_group("run")
     r.add_argument("--work-dir", help="where checkpoints and logs go (default work_dirs/ccnet_BACKBONE)")
     r.add_argument("--resume", help="a checkpoint of this script to continue exactly")
-    r.add_argument("--overwrite", action="store_true", help="start afresh in a work dir that has checkpoints")
+    r.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a work dir that has checkpoints (deletes its checkpoints and log)")
     r.add_argument("--ckpt-interval", type=int, help="iterations between kept checkpoints (default 2000)")
     r.add_argument("--eval-interval", type=int, help="iterations between evaluations, 0 = none (default 8000)")
     r.add_argument("--log-interval", type=int, help="iterations between log lines (default 20)")
+    r.add_argument("--stop-timeout", type=int, help="seconds a run may take to save and stop after SIGINT or "
+                   "SIGTERM before it is ended without saving (default 60)")
     return p.parse_args(argv)
 
 
@@ -116,9 +130,12 @@ def resolve_config(args):
 
 def check_config(config, args):
     """Every check that can fail, before any work."""
-    for key in ("iters", "batch_size", "crop_size"):
+    for key in ("iters", "batch_size", "crop_size", "ckpt_interval", "log_interval", "stop_timeout"):
         if config[key] <= 0:
             raise UsageError(f"--{key.replace('_', '-')} must be positive, got {config[key]}")
+    for key in ("workers", "eval_interval"):
+        if config[key] < 0:
+            raise UsageError(f"--{key.replace('_', '-')} must be 0 or more, got {config[key]}")
     largest = int(min(config["img_scale"]) * RATIO_RANGE[1])
     if min(config["img_scale"]) <= 0:
         raise UsageError(f"--img-scale must be positive, got {config['img_scale']}")
@@ -189,42 +206,84 @@ def restore_optimizer(optimizer, state, path):
     optimizer.n_step = state["n_step"]
 
 
-def save_checkpoint(model, optimizer, iteration, config, names):
-    """Write the checkpoint under each name in the work dir, atomically. Every process fetches the
-    values (they may still depend on a pending gradient all-reduce); process 0 writes."""
+def save_checkpoint(model, optimizer, iteration, config, keep):
+    """Write the state as latest.pkl, atomically; with `keep` as iter_N.pkl too (one file, two names).
+    Every process fetches the values (they may still depend on a pending gradient all-reduce);
+    process 0 writes."""
     arch, protocol = record_of_config(config)
     checkpoint = {"model": {k: v.numpy() for k, v in model.state_dict().items()},
                   "optimizer": optimizer_state(optimizer), "iteration": iteration, "config": config,
                   "arch": arch, "protocol": protocol}
     if jt.rank != 0:
         return
-    for name in names:
-        save_atomic(checkpoint, os.path.join(config["work_dir"], name))
+    latest = os.path.join(config["work_dir"], "latest.pkl")
+    if keep:
+        kept = os.path.join(config["work_dir"], f"iter_{iteration}.pkl")
+        save_atomic(checkpoint, kept)
+        link_atomic(kept, latest)
+    else:
+        save_atomic(checkpoint, latest)
+
+
+def logged_iteration(line):
+    """The iteration of a log.jsonl line; infinity for a line cut short by a killed write."""
+    try:
+        return json.loads(line)["iter"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def prepare_work_dir(config, start, overwrite):
+    """Make the work dir hold this run alone: no partial saves of a killed run, the log cut back to
+    the resumed iteration (a dead run's later records would be drawn twice), nothing of a previous
+    run with --overwrite."""
+    work_dir = config["work_dir"]
+    if jt.rank != 0:
+        return
+    os.makedirs(work_dir, exist_ok=True)
+    remove_partial_saves(work_dir)
+    log = os.path.join(work_dir, "log.jsonl")
+    if overwrite:
+        for name in os.listdir(work_dir):
+            if name in ("latest.pkl", "log.jsonl", "curves.png") or re.fullmatch(r"iter_\d+\.pkl", name):
+                os.remove(os.path.join(work_dir, name))
+    elif os.path.exists(log):
+        with open(log) as f:
+            kept = [line for line in f if logged_iteration(line) <= start]
+        write_atomic(log, "".join(kept))
+    write_atomic(os.path.join(work_dir, "config.json"), json.dumps(config, indent=2))
 
 
 class StopRequest:
-    """SIGINT / SIGTERM ask the loop to save and stop after the current iteration. Data worker
-    processes, forked later, inherit the handler: there it just ends the worker."""
+    """SIGINT / SIGTERM: save and stop after the current iteration, or at once while waiting for
+    data. The signal also starts a deadline of `timeout` seconds (SIGALRM's default action, which
+    ends the process even inside a long computation, where no Python code runs); a second signal
+    ends it at once. Checkpoints on disk are whole either way (atomic saves)."""
 
-    def __init__(self):
-        self.signal = None
-        self.pid = os.getpid()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self.handle)
+    def __init__(self, timeout):
+        self.signal, self.timeout, self.pid = None, timeout, os.getpid()
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(self, signum, frame):
-        if os.getpid() != self.pid:
+        if os.getpid() != self.pid:  # a data worker, forked before it reset its handlers
             os._exit(0)
-        self.signal = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.signal:
+            os.write(2, f"\n{name} again: stopped at once, without saving\n".encode())
+            os._exit(128 + signum)
+        self.signal = name
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(self.timeout)
+        os.write(2, f"\n{name}: saving and stopping after this iteration (within {self.timeout} s; "
+                    f"send it again to stop at once without saving)\n".encode())
 
+    def requested(self):
+        return self.signal is not None
 
-def stop_workers(dataset):
-    """End the data worker processes (they keep prefetching past the last batch) and wait for them;
-    Jittor's own SIGCHLD handler would take their end for a crash and exit the process."""
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for worker in getattr(dataset, "workers", []):
-        worker.p.kill()
-        worker.p.join()
+    def restore(self):
+        signal.alarm(0)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def log_line(config, record):
@@ -233,15 +292,24 @@ def log_line(config, record):
             f.write(json.dumps(record) + "\n")
 
 
+def resident_mib():
+    """This process's resident memory in MiB (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
 def say(message):
     if jt.rank == 0:
         tqdm.write(message)
 
 
 def plot(config):
-    if jt.rank == 0:
-        work_dir = config["work_dir"]
-        plot_curves(os.path.join(work_dir, "log.jsonl"), os.path.join(work_dir, "curves.png"),
+    log = os.path.join(config["work_dir"], "log.jsonl")
+    if jt.rank == 0 and os.path.exists(log):
+        plot_curves(log, os.path.join(config["work_dir"], "curves.png"),
                     f"CCNet {config['backbone']}, R={config['recurrence']}")
 
 
@@ -258,12 +326,13 @@ def agree(loss, stop):
     """(mean loss over processes, whether any process was asked to stop): every process sees the
     same values, so all of them stop at the same iteration, on a NaN anywhere too."""
     if not jt.in_mpi:
-        return loss.item(), bool(stop.signal)
-    both = jt.concat([loss.reshape(1), jt.array([float(bool(stop.signal))])]).mpi_all_reduce("mean").numpy()
+        return loss.item(), stop.requested()
+    both = jt.concat([loss.reshape(1), jt.array([float(stop.requested())])]).mpi_all_reduce("mean").numpy()
     return float(both[0]), both[1] > 0
 
 
-def train(config, resume=None):
+def train(config, resume=None, overwrite=False):
+    """Train as `config` says; returns (model, the signal that stopped it or None)."""
     jt.set_global_seed(config["seed"], different_seed_for_mpi=False)  # the same initial weights
     model = build_model(record_of_config(config)[0])
     optimizer = make_optimizer(model, config)
@@ -277,76 +346,91 @@ def train(config, resume=None):
         backbone = model if config["backbone"] == "resnet101" else model.backbone
         load_checked(backbone, read_state_dict(config["pretrained"]), config["pretrained"],
                      may_miss=("head.", "dsn.") if backbone is model else ())
-    if jt.rank == 0:
-        os.makedirs(config["work_dir"], exist_ok=True)
-        with open(os.path.join(config["work_dir"], "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
+    prepare_work_dir(config, start, overwrite)
 
     batch = config["batch_size"]
     data = ADE20K(config["data_root"], "training", config["backbone"], config["crop_size"], config["seed"],
-                  batch_size=batch, num_workers=config["workers"], scale=config["img_scale"])
-    data.set_draws(start * batch, config["iters"] * batch)
+                  scale=config["img_scale"])
     val = ADE20K(config["data_root"], "validation", config["backbone"]) if config["eval_interval"] else None
     ohem = Ohem() if config["ohem"] else None
-    stop = StopRequest()
+    stop = StopRequest(config["stop_timeout"])
+    # under MPI every process must take the same steps: they stop together, after a step (agree)
+    loader = Loader(data, batch, start * batch, config["iters"] * batch, config["workers"],
+                    until=None if jt.in_mpi else stop.requested, part=(jt.rank, jt.world_size))
     model.train()
     bar = tqdm(total=config["iters"], initial=start, unit="it", disable=jt.rank != 0, dynamic_ncols=True)
     iteration, tic, since = start, time.time(), start  # timing of the current log interval
-    for images, labels in data:
-        lr = learning_rate(iteration, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # dropout depends on the iteration only, and is the same in every process (global-batch masks)
-        jt.set_global_seed(config["seed"] * 1_000_003 + iteration, different_seed_for_mpi=False)
-        loss = training_loss(model(images), labels, config, ohem)
-        optimizer.step(loss)
-        value, stopping = agree(loss, stop)
-        if not math.isfinite(value):
-            stop_workers(data)
-            sys.exit(f"iteration {iteration + 1}: the loss is {value}; stopped without saving "
-                     f"(the last checkpoint in {config['work_dir']} is intact)")
-        iteration += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-        if iteration % config["log_interval"] == 0 or iteration == config["iters"]:
-            log_line(config, {"iter": iteration, "loss": value, "lr": lr,
-                              "seconds_per_iter": (time.time() - tic) / (iteration - since)})
-            tic, since = time.time(), iteration
-        if iteration % config["ckpt_interval"] == 0:
-            save_checkpoint(model, optimizer, iteration, config, ["latest.pkl", f"iter_{iteration}.pkl"])
-        if val is not None and iteration % config["eval_interval"] == 0:
-            results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"]), align_corners=True),
-                               config["num_classes"], progress=False)
-            log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
-            say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
-            plot(config)
-            model.train()
-            tic = time.time()  # evaluation time is not training time
-        if stopping:
-            save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
-            say(f"{stop.signal or 'stop'}: saved iteration {iteration} to {config['work_dir']}/latest.pkl; "
-                f"continue with --resume")
-            break
-    else:
-        save_checkpoint(model, optimizer, iteration, config, ["latest.pkl"])
-    bar.close()
-    stop_workers(data)
+    saved = None if resume else start  # the iteration latest.pkl holds (a fresh start needs none)
+    try:
+        for images, labels in loader:
+            lr = learning_rate(iteration, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # dropout depends on the iteration only, and is the same in every process (global-batch masks)
+            jt.set_global_seed(config["seed"] * 1_000_003 + iteration, different_seed_for_mpi=False)
+            loss = training_loss(model(jt.array(images)), jt.array(labels), config, ohem)
+            optimizer.step(loss)
+            value, stopping = agree(loss, stop)
+            if not math.isfinite(value):
+                raise TrainingError(f"iteration {iteration + 1}: the loss is {value}; stopped without "
+                                    f"saving (the last checkpoint in {config['work_dir']} is intact)")
+            iteration += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+            if iteration % config["log_interval"] == 0 or iteration == config["iters"]:
+                log_line(config, {"iter": iteration, "loss": value, "lr": lr,
+                                  "seconds_per_iter": (time.time() - tic) / (iteration - since),
+                                  "rss_mib": resident_mib()})
+                tic, since = time.time(), iteration
+            if iteration % config["ckpt_interval"] == 0:
+                save_checkpoint(model, optimizer, iteration, config, keep=True)
+                saved = iteration
+            if val is not None and iteration % config["eval_interval"] == 0:
+                results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"]), align_corners=True),
+                                   config["num_classes"], progress=False)
+                log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
+                say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
+                plot(config)
+                model.train()
+                tic = time.time()  # evaluation time is not training time
+            if stopping:
+                break
+        if saved != iteration:  # within the stop deadline
+            save_checkpoint(model, optimizer, iteration, config, keep=False)
+    except (DatasetError, LoaderError) as error:
+        if saved != iteration and not jt.in_mpi:  # the state of a whole iteration: keep it
+            save_checkpoint(model, optimizer, iteration, config, keep=False)
+            error.args = (f"{error} (saved iteration {iteration} to {config['work_dir']}/latest.pkl: "
+                          f"continue with --resume once the data is fixed)",)
+        raise
+    finally:
+        bar.close()
+        loader.close()
+        stop.restore()
+    if stop.signal:
+        say(f"{stop.signal}: stopped at iteration {iteration}" +
+            (f"; continue with --resume {config['work_dir']}/latest.pkl" if iteration else ""))
     plot(config)
-    return model
+    return model, stop.signal
 
 
 def main(argv=None):
+    """Exit code 0 when the schedule is done, 128 + N when signal N stopped it (after saving), 2 on
+    bad input, 1 when the data or the loss fails during the run."""
     args = parse_args(argv)
     try:
         config = resolve_config(args)
         check_config(config, args)
         if jt.rank == 0:
             print(json.dumps(config, indent=2))
-        train(config, args.resume)
-    except (UsageError, CheckpointError, DatasetError) as error:
+        _, stopped_by = train(config, args.resume, args.overwrite)
+    except (UsageError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    except (DatasetError, LoaderError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 128 + signal.Signals[stopped_by] if stopped_by else 0
 
 
 if __name__ == "__main__":

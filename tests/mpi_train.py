@@ -14,6 +14,6 @@ if __name__ == "__main__":
     args = train.parse_args(sys.argv[1:])
     config = train.resolve_config(args)
     train.check_config(config, args)
-    model = train.train(config)
+    model, _ = train.train(config)
     weights = {name: value.numpy() for name, value in model.state_dict().items()}
     np.savez(os.path.join(config["work_dir"], f"rank{jt.rank}.npz"), **weights)

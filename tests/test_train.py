@@ -1,7 +1,10 @@
 """train.py on a small generated dataset: exact resume, interruption, bad input."""
+import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,10 @@ import jittor as jt
 import losses
 import train
 from models.checkpoint import read_checkpoint
+from process_helpers import live_processes_in_group, wait_for
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 import make_synthetic_ade20k  # noqa: E402
 
 
@@ -44,11 +49,11 @@ def test_resume_continues_exactly(data_root, tmp_path):
     assert set(resumed) == set(straight)
     for name in straight:  # bit for bit: same data draws, dropout seeds, optimizer state
         np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
-    lines = (tmp_path / "log.jsonl").read_text().splitlines()
-    assert len(lines) == 6 and '"iter": 4' in lines[-1]
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4]  # the resumed run's 3, 4 replace the first's
 
 
-def test_sigint_saves_and_stops(data_root, tmp_path, monkeypatch):
+def test_sigint_saves_stops_and_restores_the_signal_handlers(data_root, tmp_path, monkeypatch):
     real = losses.segmentation_loss
     calls = []
 
@@ -58,11 +63,14 @@ def test_sigint_saves_and_stops(data_root, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)
         return real(*args, **kwargs)
     monkeypatch.setattr(train, "segmentation_loss", interrupting_loss)
-    assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "100")) == 0
+    handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "100")) == 128 + signal.SIGINT
     assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 2
+    assert signal.alarm(0) == 0, "the stop deadline outlived the run"
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path, monkeypatch, capsys):
     real = losses.segmentation_loss
     calls = []
 
@@ -71,9 +79,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path
         loss = real(*args, **kwargs)
         return loss * float("nan") if len(calls) > 4 else loss  # iteration 3 diverges
     monkeypatch.setattr(train, "segmentation_loss", exploding_loss)
-    with pytest.raises(SystemExit, match="iteration 3: the loss is nan"):
-        train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "1"))
+    assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "1")) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: iteration 3: the loss is nan; stopped without saving")
     assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 2
+
+
+def test_a_kept_checkpoint_is_written_once_and_named_twice(data_root, tmp_path):
+    assert train.main(tiny_run(data_root, tmp_path, "--iters", "2", "--ckpt-interval", "2")) == 0
+    assert os.path.samefile(tmp_path / "latest.pkl", tmp_path / "iter_2.pkl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "curves.png", "iter_2.pkl",
+                                                          "latest.pkl", "log.jsonl"]
+
+
+def test_resume_removes_partial_saves_and_overwrite_starts_afresh(data_root, tmp_path):
+    assert train.main(tiny_run(data_root, tmp_path, "--iters", "2", "--ckpt-interval", "1")) == 0
+    (tmp_path / ".tmp-killed-during-a-save.pkl").write_bytes(b"part of a checkpoint")
+    assert train.main(["--resume", str(tmp_path / "iter_1.pkl"), "--iters", "3", "--ckpt-interval", "100"]) == 0
+    assert not list(tmp_path.glob(".tmp-*"))
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records] == [1, 2, 3]
+    assert train.main(tiny_run(data_root, tmp_path, "--iters", "1", "--ckpt-interval", "100", "--overwrite")) == 0
+    assert not list(tmp_path.glob("iter_*.pkl"))
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 1
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -81,6 +110,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path
     (["--batch-size", "-2"], "--batch-size must be positive"),
     (["--crop-size", "4096"], "--crop-size 4096 is larger than any training image becomes"),
     (["--pretrained", "missing.pkl"], "missing.pkl: no such file"),
+    (["--workers", "-1"], "--workers must be 0 or more, got -1"),
+    (["--stop-timeout", "0"], "--stop-timeout must be positive, got 0"),
 ])
 def test_bad_input_is_one_line_before_any_work(data_root, tmp_path, capsys, flags, message):
     assert train.main(tiny_run(data_root, tmp_path / "run", *flags)) == 2
@@ -138,3 +169,86 @@ def test_the_same_seed_gives_the_same_initial_weights(data_root, tmp_path):
     a, b = weights(tmp_path / "a" / "latest.pkl"), weights(tmp_path / "b" / "latest.pkl")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# train.py as a user runs it: its own process, worker processes, signals from outside.
+
+def launch(*args):
+    """train.py in a session of its own, so that every process it starts shares its group id."""
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def logged_iterations(work_dir):
+    path = Path(work_dir) / "log.jsonl"
+    return [json.loads(line)["iter"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def long_run(data_root, work_dir, *extra):
+    return tiny_run(data_root, work_dir, "--iters", "100000", "--workers", "2", *extra)
+
+
+def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path):
+    root = tmp_path / "data"
+    make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "1", "--size", "96"])
+    bad = root / "images" / "training" / "ADE_train_00000002.jpg"
+    bad.write_bytes(bad.read_bytes()[:2000])
+    run = launch(*tiny_run(str(root), tmp_path / "run", "--workers", "2", "--batch-size", "1"))
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"error: {bad}: unreadable image")
+    wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
+
+
+def test_sigterm_saves_and_ends_the_run_and_its_workers(data_root, tmp_path):
+    run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "1000"))
+    wait_for(lambda: len(logged_iterations(tmp_path)) >= 2, 120, "training")
+    run.send_signal(signal.SIGTERM)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM
+    stopped_at = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
+    assert stopped_at >= 2 and f"SIGTERM: stopped at iteration {stopped_at}" in out
+    wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
+
+
+def test_sigterm_to_the_whole_process_group_stops_as_cleanly(data_root, tmp_path):
+    run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "1000"))
+    wait_for(lambda: len(logged_iterations(tmp_path)) >= 2, 120, "training")
+    os.killpg(run.pid, signal.SIGTERM)  # as Ctrl-C, `kill -TERM -PGID` or a batch scheduler do
+    run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM
+    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] >= 2
+    wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
+
+
+def test_after_sigkill_the_workers_end_and_resume_logs_each_iteration_once(data_root, tmp_path):
+    run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "2"))
+    wait_for(lambda: (tmp_path / "iter_2.pkl").exists() and len(logged_iterations(tmp_path)) >= 3, 120, "iteration 3")
+    run.kill()
+    run.communicate()
+    wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the orphaned data workers")
+    kept = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
+    assert train.main(["--resume", str(tmp_path / "latest.pkl"), "--iters", str(kept + 1), "--workers", "0"]) == 0
+    assert logged_iterations(tmp_path) == list(range(1, kept + 2))
+
+
+STOPPING = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+import train
+stop = train.StopRequest({timeout})
+for _ in range({signals}):
+    os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)  # a Python handler runs here; then a computation that never returns to Python
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("signals,code", [(1, -signal.SIGALRM), (2, 128 + signal.SIGTERM)])
+def test_a_stop_request_ends_the_process_by_its_deadline_or_at_a_second_signal(signals, code):
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-c", STOPPING.format(root=str(ROOT), timeout=2, signals=signals)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == code and time.monotonic() - started < 60
+    assert "SIGTERM: saving and stopping after this iteration (within 2 s" in run.stderr
