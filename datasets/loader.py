@@ -141,7 +141,10 @@ class Loader:
             cv2.setNumThreads(threads)
 
     def ask(self, index):
-        self.workers[index % self.num_workers][1].send((index, self.batches[index]))
+        try:
+            self.workers[index % self.num_workers][1].send((index, self.batches[index]))
+        except OSError:  # the worker is gone: receive() says so, naming it
+            pass
 
     def receive(self, index):
         """Batch `index`, or None when until() says stop. Raises on any failure of its worker."""

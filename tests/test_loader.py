@@ -82,6 +82,18 @@ def test_a_worker_that_dies_raises_loader_error_naming_it():
             list(loader)
 
 
+def test_a_worker_found_dead_when_asked_for_more_is_reported_when_its_batch_is_due():
+    loader = Loader(Toy(), batch_size=2, workers=2)
+    batches = iter(loader)
+    next(batches)
+    worker = loader.workers[1][0]
+    worker.kill()
+    worker.join()
+    with pytest.raises(LoaderError, match=r"data worker 1 \(pid \d+\) was killed by SIGKILL"):
+        list(batches)
+    loader.close()
+
+
 def test_until_ends_a_wait_on_a_hung_worker_and_close_ends_the_worker():
     stop_at = time.monotonic() + 1.0
     with Loader(Toy(fail={2: "hangs"}), batch_size=2, workers=1, until=lambda: time.monotonic() > stop_at) as loader:
