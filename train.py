@@ -386,13 +386,14 @@ def train(config, resume=None, overwrite=False):
                 save_checkpoint(model, optimizer, iteration, config, keep=True)
                 saved = iteration
             if val is not None and iteration % config["eval_interval"] == 0:
+                evaluation_start = time.time()
                 results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"]), align_corners=True),
                                    config["num_classes"], progress=False)
                 log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
                 say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
                 plot(config)
                 model.train()
-                tic = time.time()  # evaluation time is not training time
+                tic += time.time() - evaluation_start  # evaluation time is not training time
             if stopping:
                 break
         if saved != iteration:  # within the stop deadline

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,25 @@ def test_resume_removes_partial_saves_and_overwrite_starts_afresh(data_root, tmp
     assert not list(tmp_path.glob("iter_*.pkl"))
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
     assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 1
+
+
+def test_seconds_per_iteration_leave_evaluation_time_out(data_root, tmp_path, monkeypatch):
+    clock = [0.0]  # a training iteration takes 1 s on it (two losses), an evaluation 100 s
+    real_loss, real_evaluate = losses.segmentation_loss, train.evaluate
+
+    def loss_taking_half_a_second(*args, **kwargs):
+        clock[0] += 0.5
+        return real_loss(*args, **kwargs)
+
+    def evaluation_taking_100_seconds(*args, **kwargs):
+        clock[0] += 100
+        return real_evaluate(*args, **kwargs)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(train, "segmentation_loss", loss_taking_half_a_second)
+    monkeypatch.setattr(train, "evaluate", evaluation_taking_100_seconds)
+    assert train.main(tiny_run(data_root, tmp_path, "--log-interval", "4", "--eval-interval", "2")) == 0
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["seconds_per_iter"] for r in logged if "loss" in r] == [1.0]
 
 
 @pytest.mark.parametrize("flags,message", [
