@@ -86,7 +86,7 @@ def test_a_worker_found_dead_when_asked_for_more_is_reported_when_its_batch_is_d
     loader = Loader(Toy(), batch_size=2, workers=2)
     batches = iter(loader)
     next(batches)
-    worker, _, results = loader.workers[1]
+    worker, _, results, _ = loader.workers[1]
     assert results.poll(10)
     time.sleep(0.5)  # it has answered all it was asked (batches 1 and 3) and waits for more
     worker.kill()
