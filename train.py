@@ -314,9 +314,10 @@ def plot(config):
 
 
 def training_loss(outputs, labels, config, ohem):
-    """Main + aux_weight * auxiliary cross-entropy (+ the category consistent loss with --ccl)."""
+    """Main + aux_weight * auxiliary cross-entropy (+ the category consistent loss with --ccl).
+    OHEM selects pixels for the main loss only, as the official CriterionOhemDSN does."""
     main, aux, *embedding = outputs
-    loss = segmentation_loss(main, labels, ohem) + config["aux_weight"] * segmentation_loss(aux, labels, ohem)
+    loss = segmentation_loss(main, labels, ohem) + config["aux_weight"] * segmentation_loss(aux, labels)
     if embedding:
         loss = loss + category_consistent_loss(embedding[0], labels)
     return loss

@@ -106,6 +106,17 @@ def test_resume_removes_partial_saves_and_overwrite_starts_afresh(data_root, tmp
     assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 1
 
 
+def test_ohem_selects_the_pixels_of_the_main_loss_only():
+    rng = np.random.default_rng(0)
+    main, aux = (jt.array(5 * rng.normal(size=(2, 5, 4, 4)).astype(np.float32)) for _ in range(2))  # confident
+    labels = jt.array(rng.integers(0, 5, (2, 8, 8)).astype(np.int32))
+    ohem = losses.Ohem(threshold=0.7, min_kept=10)
+    plain_aux = losses.segmentation_loss(aux, labels).item()
+    assert losses.segmentation_loss(aux, labels, ohem).item() != pytest.approx(plain_aux, rel=1e-3)
+    got = train.training_loss((main, aux), labels, {"aux_weight": 0.4}, ohem).item()
+    assert got == pytest.approx(losses.segmentation_loss(main, labels, ohem).item() + 0.4 * plain_aux, rel=1e-6)
+
+
 def test_seconds_per_iteration_leave_evaluation_time_out(data_root, tmp_path, monkeypatch):
     clock = [0.0]  # a training iteration takes 1 s on it (two losses), an evaluation 100 s
     real_loss, real_evaluate = losses.segmentation_loss, train.evaluate
