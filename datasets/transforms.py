@@ -35,7 +35,9 @@ class Normalization:
         return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-# The MIT ResNet-101 weights expect Caffe-style input; VAN the usual torchvision statistics.
+# ResNet-101: the official CCNet code reads images with OpenCV (BGR, 0-255) and subtracts this mean,
+# without a std, for training and evaluation alike (the MIT weights' own code feeds RGB with ImageNet
+# mean and std; CCNet does not). VAN: the usual torchvision statistics, as its segmentation code.
 MIT_CAFFE = Normalization(mean=(104.00699, 116.66877, 122.67891), std=(1.0, 1.0, 1.0), bgr=True)
 IMAGENET = Normalization(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), bgr=False)
 
