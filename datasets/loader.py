@@ -74,11 +74,10 @@ def take(layout, slot):
     return tuple(np.ndarray(shape, dtype, buffer=slot, offset=offset).copy() for shape, dtype, offset in layout)
 
 
-def work(dataset, tasks, results, reader_pid, others, threads, slots):
+def work(dataset, tasks, results, reader_pid, others, slots):
     """A worker: read the batches asked for on `tasks`, answer each on `results`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the reader decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    cv2.setNumThreads(threads)  # a fresh OpenCV thread pool (see Loader.start_workers)
     for connection in others:  # so that a dead reader or worker closes its pipes for everyone
         connection.close()
     while True:
@@ -163,9 +162,10 @@ class Loader:
         context = multiprocessing.get_context("fork")
         pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(self.num_workers)]
         every = [end for pair in pipes for pipe in pair for end in pipe]
-        # OpenCV's thread pool does not survive a fork: a worker forked while it runs waits forever
-        # for threads it does not have. Stopped here, the workers inherit none and start their
-        # own; this process gets its threads back after the fork.
+        # OpenCV's thread pool does not survive a fork: a worker that uses it (or so much as resizes
+        # it) waits forever for threads it does not have. With the count at 0 while forking, the
+        # workers run OpenCV on their own thread (they are the parallelism) and never touch the
+        # pool; this process gets its count back after the fork.
         threads = cv2.getNumThreads()
         cv2.setNumThreads(0)
         try:
@@ -173,7 +173,7 @@ class Loader:
                 others = [end for end in every if end not in (task_receiver, result_sender)]
                 slots = [mmap.mmap(-1, size) for _ in range(self.prefetch)]  # shared with the fork
                 process = context.Process(target=work, daemon=True, args=(
-                    self.dataset, task_receiver, result_sender, os.getpid(), others, threads, slots))
+                    self.dataset, task_receiver, result_sender, os.getpid(), others, slots))
                 process.start()
                 task_receiver.close()
                 result_sender.close()
