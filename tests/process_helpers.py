@@ -17,7 +17,9 @@ def live_processes_in_group(group):
 
 
 def wait_for(condition, seconds, what):
+    """Poll `condition` until it holds; fail after `seconds`, saying what (a string, or a function
+    giving one then, e.g. with the output so far) did not happen."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} after {seconds} s"
+        assert time.monotonic() < deadline, f"no {what() if callable(what) else what} after {seconds} s"
         time.sleep(0.2)

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -204,10 +205,42 @@ def test_the_same_seed_gives_the_same_initial_weights(data_root, tmp_path):
 
 # train.py as a user runs it: its own process, worker processes, signals from outside.
 
-def launch(*args):
-    """train.py in a session of its own, so that every process it starts shares its group id."""
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def launch():
+    """Start train.py in a session of its own, so that every process it starts shares its group id;
+    whatever of it is still alive when the test ends (a failed test) is killed."""
+    runs = []
+
+    def start(*args):
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        run = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, start_new_session=True,
+                               stdout=out, stderr=err)
+        run.out, run.err = out, err
+        runs.append(run)
+        return run
+    yield start
+    for run in runs:
+        for pid in live_processes_in_group(run.pid):
+            os.kill(pid, signal.SIGKILL)
+        run.wait()
+
+
+def output(stream):
+    stream.seek(0)
+    return stream.read()
+
+
+def finish(run, seconds):
+    """(stdout, stderr) of a launched run once it has ended."""
+    run.wait(timeout=seconds)
+    return output(run.out), output(run.err)
+
+
+def wait_while_running(run, condition, what):
+    """Wait (2 minutes at most) for `condition` while the run goes on; fail with its stderr's end."""
+    wait_for(lambda: condition() or run.poll() is not None, 120,
+             lambda: f"{what} (train.py's stderr ends: {output(run.err)[-1500:]!r})")
+    assert run.poll() is None, f"train.py ended ({run.returncode}): {output(run.err)[-1500:]}"
 
 
 def logged_iterations(work_dir):
@@ -219,45 +252,46 @@ def long_run(data_root, work_dir, *extra):
     return tiny_run(data_root, work_dir, "--iters", "100000", "--workers", "2", *extra)
 
 
-def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path):
+def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path, launch):
     root = tmp_path / "data"
     make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "1", "--size", "96"])
     bad = root / "images" / "training" / "ADE_train_00000002.jpg"
     bad.write_bytes(bad.read_bytes()[:2000])
     run = launch(*tiny_run(str(root), tmp_path / "run", "--workers", "2", "--batch-size", "1"))
-    _, err = run.communicate(timeout=120)
+    _, err = finish(run, 120)
     assert run.returncode == 1
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith(f"error: {bad}: unreadable image")
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
 
 
-def test_sigterm_saves_and_ends_the_run_and_its_workers(data_root, tmp_path):
+def test_sigterm_saves_and_ends_the_run_and_its_workers(data_root, tmp_path, launch):
     run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "1000"))
-    wait_for(lambda: len(logged_iterations(tmp_path)) >= 2, 120, "training")
+    wait_while_running(run, lambda: len(logged_iterations(tmp_path)) >= 2, "iteration 2")
     run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=60)
+    out, _ = finish(run, 60)
     assert run.returncode == 128 + signal.SIGTERM
     stopped_at = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
     assert stopped_at >= 2 and f"SIGTERM: stopped at iteration {stopped_at}" in out
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
 
 
-def test_sigterm_to_the_whole_process_group_stops_as_cleanly(data_root, tmp_path):
+def test_sigterm_to_the_whole_process_group_stops_as_cleanly(data_root, tmp_path, launch):
     run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "1000"))
-    wait_for(lambda: len(logged_iterations(tmp_path)) >= 2, 120, "training")
+    wait_while_running(run, lambda: len(logged_iterations(tmp_path)) >= 2, "iteration 2")
     os.killpg(run.pid, signal.SIGTERM)  # as Ctrl-C, `kill -TERM -PGID` or a batch scheduler do
-    run.communicate(timeout=60)
+    finish(run, 60)
     assert run.returncode == 128 + signal.SIGTERM
     assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] >= 2
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
 
 
-def test_after_sigkill_the_workers_end_and_resume_logs_each_iteration_once(data_root, tmp_path):
+def test_after_sigkill_the_workers_end_and_resume_logs_each_iteration_once(data_root, tmp_path, launch):
     run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "2"))
-    wait_for(lambda: (tmp_path / "iter_2.pkl").exists() and len(logged_iterations(tmp_path)) >= 3, 120, "iteration 3")
+    wait_while_running(run, lambda: (tmp_path / "iter_2.pkl").exists() and len(logged_iterations(tmp_path)) >= 3,
+                       "iteration 3 after the checkpoint of iteration 2")
     run.kill()
-    run.communicate()
+    run.wait()
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the orphaned data workers")
     kept = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
     assert train.main(["--resume", str(tmp_path / "latest.pkl"), "--iters", str(kept + 1), "--workers", "0"]) == 0
