@@ -16,6 +16,7 @@ import jittor as jt
 
 import losses
 import train
+from datasets import ADE20K
 from models.checkpoint import read_checkpoint
 from process_helpers import live_processes_in_group, wait_for
 
@@ -255,9 +256,11 @@ def long_run(data_root, work_dir, *extra):
 def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path, launch):
     root = tmp_path / "data"
     make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "1", "--size", "96"])
-    bad = root / "images" / "training" / "ADE_train_00000002.jpg"
+    # the first file of the second batch: a data worker reads it (the first batch is read by train.py)
+    training = ADE20K(str(root), "training")
+    bad = Path(training.files[training.file_index(2)][0])
     bad.write_bytes(bad.read_bytes()[:2000])
-    run = launch(*tiny_run(str(root), tmp_path / "run", "--workers", "2", "--batch-size", "1"))
+    run = launch(*tiny_run(str(root), tmp_path / "run", "--workers", "2"))  # batch 2: kernels compiled above
     _, err = finish(run, 120)
     assert run.returncode == 1
     assert "Traceback" not in err
