@@ -11,6 +11,7 @@ are set here, before that import, and never over a value the user already set:
   happens. Without oneDNN, Jittor's CPU convolutions are about 150x slower.
 * GPU visible and Jittor built with CUDA: `jt.flags.use_cuda = 1`.
 * Jittor's own log (`log_silent`) is off unless `CCNET_VERBOSE=1`.
+* SIGCHLD gets its default action back (Jittor's handler ends the process when a child is killed).
 * Jittor's kernel-compiling process pool is ended at exit by killing its processes
   (`end_compiler_pool`), not by `Pool.terminate`, which waits forever when a signal sent to the
   whole process group (Ctrl-C, `kill -TERM -PGID`, a batch scheduler) has killed one of them.
@@ -115,20 +116,23 @@ import jittor as jt  # noqa: E402  (must follow configure_environment)
 if _use_gpu and jt.has_cuda and "use_cuda" not in os.environ:
     jt.flags.use_cuda = 1
 
+# Jittor's SIGCHLD handler ends the whole process when any child is killed by a signal; the data
+# workers, Jittor's compiler pool at exit and the tests' processes are ended on purpose, and the
+# code that started each of them reports a death it did not ask for.
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
 
 def end_compiler_pool():
     """Kill and reap the processes of Jittor's compiler pool (created on the first kernel compile).
 
     Pool.terminate, which Jittor and multiprocessing call at exit, first takes a lock that an idle
     pool process holds while it waits for work; if that process was killed, by a signal meant for
-    the whole process group, the lock is never released and the exit hangs. Closing the pool stops it from replacing
-    dead processes; the rest are killed here (SIGCHLD back to its default first: Jittor's handler
-    ends the process when a child is killed)."""
+    the whole process group, the lock is never released and the exit hangs. Closing the pool stops
+    it from replacing dead processes; the rest are killed here."""
     import jittor_utils
     pool = getattr(jittor_utils, "p", None)
     if pool is None:
         return
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     pool.close()
     pool._worker_handler.join(timeout=1)  # it replaces dead processes until it sees the pool closed
     for process in pool._pool:

@@ -156,9 +156,6 @@ class Loader:
 
     def start_workers(self, size):
         self.close()
-        # Jittor's SIGCHLD handler ends the whole process when a child is killed; here a dead worker
-        # is an error the caller sees (and can save before exiting on).
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         context = multiprocessing.get_context("fork")
         pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(self.num_workers)]
         every = [end for pair in pipes for pipe in pair for end in pipe]

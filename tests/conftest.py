@@ -1,13 +1,7 @@
-import signal
-
 import pytest
 
 import jittor_env  # noqa: F401  (before any test imports jittor)
 import jittor as jt
-
-# Jittor's SIGCHLD handler ends the whole process, quietly, when a child is killed by a signal;
-# tests kill child processes on purpose (train.py's data workers do the same).
-signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 @pytest.fixture
