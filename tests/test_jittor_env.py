@@ -45,11 +45,16 @@ def test_cpu_machine_hides_nvcc_and_quiets_log(clean_environment, monkeypatch, t
     assert "use_mkl" not in clean_environment  # oneDNN was linked, so Jittor may use it
 
 
-def test_gpu_machine_keeps_nvcc(clean_environment, monkeypatch, tmp_path):
+def test_gpu_machine_sets_up_cuda(clean_environment, monkeypatch, tmp_path):
+    calls = []
     monkeypatch.setattr(jittor_env, "gpu_visible", lambda: True)
+    monkeypatch.setattr(jittor_env.jittor_cuda, "configure", lambda environ, cache: calls.append(cache) or "stack")
+    monkeypatch.setattr(jittor_env, "GPU_STACK", None)
     clean_environment["JITTOR_HOME"] = str(tmp_path)
     assert jittor_env.configure_environment() is True
-    assert "nvcc_path" not in clean_environment
+    assert calls == [str(tmp_path / ".cache" / "jittor" / "ccnet_cuda")]
+    assert jittor_env.GPU_STACK == "stack"
+    assert "nvcc_path" not in clean_environment  # left to the CUDA set-up
 
 
 def test_user_settings_win(clean_environment, monkeypatch):
