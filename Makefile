@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REPORT := .pytest-report.xml
 
-.PHONY: test demo ablation venv warm clean
+.PHONY: test demo ablation gpu-check venv warm clean
 
 # WITH_MMSEG=1 also installs mmsegmentation and torch (requirements-mmseg.txt, about 5 GB), the live
 # reference of the published-model tests, which otherwise skip.
@@ -40,6 +40,11 @@ demo: warm
 # R = 0, 1, 2 on the generated long-range dataset, three seeds each (about 35 minutes here).
 ablation: warm
 	$(PY) tools/ablation.py
+
+# On a GPU machine: start-up, the attention operator and both CCNets against the CPU, 20 training
+# steps, speed and memory against PyTorch (tools/gpu_check.py; about 5 minutes on a cold cache).
+gpu-check: warm
+	$(PY) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(REPORT) .pytest_cache

@@ -72,12 +72,25 @@ def jittor_cca_step(target, shape, backward):
     return step
 
 
+def jittor_sgd_step(model, optimizer, x, labels):
+    """One SGD step on the main + 0.4 x DSN cross entropy at label resolution; returns the loss."""
+    from jittor import nn
+    from models.resize import resize_bilinear
+
+    def loss_of(logits):
+        logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
+        return nn.cross_entropy_loss(logits, labels, ignore_index=255)
+    main, aux = model(x)
+    loss = loss_of(main) + 0.4 * loss_of(aux)
+    optimizer.step(loss)
+    return loss
+
+
 def jittor_model_step(backbone, mode, shape):
     shape = tuple(shape)
     import jittor as jt
     from jittor import nn
     from models import build_ccnet
-    from models.resize import resize_bilinear
     model = build_ccnet(backbone, num_classes=150)
     x = jt.randn(shape)
     if mode == "eval":
@@ -91,13 +104,8 @@ def jittor_model_step(backbone, mode, shape):
     labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + shape[2:]))
     optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
-    def loss_of(logits):
-        logits = resize_bilinear(logits, shape[2:], align_corners=True)
-        return nn.cross_entropy_loss(logits, labels, ignore_index=255)
-
     def step():
-        main, aux = model(x)
-        optimizer.step(loss_of(main) + 0.4 * loss_of(aux))
+        jittor_sgd_step(model, optimizer, x, labels)
         jt.sync_all(True)
     return step
 
@@ -143,8 +151,7 @@ def torch_cca_step(target, shape, backward):
 def torch_model_step(backbone, mode, shape):
     shape = tuple(shape)
     import torch
-    import torch.nn.functional as F
-    from torch_models import CCNet, CCNetVAN
+    from torch_models import CCNet, CCNetVAN, sgd_step
     model = CCNet(150) if backbone == "resnet101" else CCNetVAN(150)
     x = torch.randn(shape)
     if mode == "eval":
@@ -157,18 +164,7 @@ def torch_model_step(backbone, mode, shape):
     model.train()
     labels = torch.randint(0, 150, (shape[0],) + shape[2:])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def loss_of(logits):
-        logits = F.interpolate(logits, size=shape[2:], mode="bilinear", align_corners=True)
-        return F.cross_entropy(logits, labels, ignore_index=255)
-
-    def step():
-        main, aux = model(x)
-        loss = loss_of(main) + 0.4 * loss_of(aux)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return step
+    return lambda: sgd_step(model, optimizer, x, labels)
 
 
 def torch_gemm_step():

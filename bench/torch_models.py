@@ -237,3 +237,16 @@ class CCNetVAN(nn.Module):
                                   for c in (c3, c4)], 1)
         out = self.head(fused)
         return (out, self.dsn(c3)) if self.training else out
+
+
+def sgd_step(model, optimizer, x, labels):
+    """One SGD step on the main + 0.4 x DSN cross entropy at label resolution; returns the loss."""
+    def loss_of(logits):
+        logits = F.interpolate(logits, size=labels.shape[1:], mode="bilinear", align_corners=True)
+        return F.cross_entropy(logits, labels, ignore_index=255)
+    main, aux = model(x)
+    loss = loss_of(main) + 0.4 * loss_of(aux)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
