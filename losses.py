@@ -2,10 +2,15 @@
 
 Logits (stride 8) are upsampled bilinearly with align_corners=True to the label size, then
 cross-entropy is averaged over the valid pixels only (label != 255). A batch whose pixels are all
-ignored gives 0 (Jittor's own loss would give NaN). With OHEM, only the pixels whose probability
-of the true class is at most 0.7 are kept, but never fewer than 100,000 (the lowest-probability
-ones), as the official OhemCrossEntropy2d. Under MPI the mean is over the valid pixels of the
-global batch; OHEM's threshold is chosen in each process, as the official code does per GPU.
+ignored gives 0 (Jittor's own loss would give NaN). Under MPI the mean is over the valid pixels
+of the global batch.
+
+OHEM is the official OhemCrossEntropy2d: the pixels kept are those whose probability of the true
+class is at most a threshold, which is 0.7 unless that would keep too few. The threshold is chosen
+on the class probabilities and labels zoomed to 1/8 (scipy.ndimage.zoom, linear and nearest, ends
+aligned) with min_kept / 64 pixels: if the zoomed map has no more valid pixels than that, every
+pixel is kept; otherwise the threshold is the larger of 0.7 and the min_kept/64-th lowest zoomed
+probability. It is chosen in each process from its own images, as the official code does per GPU.
 
 The category consistent loss (CCNet, TPAMI version) pulls the RCCA features of a class together
 and pushes the class centres apart: on the embedding (the RCCA output reduced 16 times by a 1x1
@@ -43,32 +48,60 @@ class CategoryConsistency:
 class Ohem:
     threshold: float = 0.7
     min_kept: int = 100_000
+    factor: int = 8  # the threshold is chosen on maps zoomed to 1 / factor
 
 
-def pixel_nll(logits, labels):
-    """Per-pixel negative log-likelihood [N, H, W] of logits upsampled to the labels; 0 where ignored."""
-    logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-    return nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
+def zoom_positions(size, factor):
+    """Where scipy.ndimage.zoom (grid_mode=False) samples one axis zoomed by 1 / factor: the output
+    has round(size / factor) entries and the ends of input and output are aligned."""
+    out = round(size * (1.0 / factor))
+    step = (size - 1) / (out - 1) if out > 1 else 1.0
+    return np.arange(out) * step
 
 
-def ohem_mask(nll, valid, ohem):
-    """The valid pixels OHEM keeps: true-class probability <= max(threshold, k-th lowest)."""
-    prob = np.exp(-nll.numpy())
-    valid_np = valid.numpy()
-    count = int(valid_np.sum())
-    if count <= ohem.min_kept:
-        return valid
-    kth = np.partition(prob[valid_np], ohem.min_kept - 1)[ohem.min_kept - 1]
-    threshold = max(ohem.threshold, float(kth))
-    return jt.array(valid_np & (prob <= threshold))
+def zoomed_true_class_probability(prob, labels, factor):
+    """The labels zoomed by nearest neighbour [N, h, w] and, where they are valid, the probability
+    of that class zoomed linearly (prob: Jittor [N, C, H, W]; labels: NumPy [N, H, W])."""
+    rows, cols = zoom_positions(labels.shape[1], factor), zoom_positions(labels.shape[2], factor)
+    small = labels[:, np.floor(rows + 0.5).astype(np.int64)][:, :, np.floor(cols + 0.5).astype(np.int64)]
+    n, i, j = np.nonzero(small != IGNORE)
+    classes = small[n, i, j]
+    value = np.zeros(len(n))
+    for y, wy in axis_neighbours(rows[i], labels.shape[1]):
+        for x, wx in axis_neighbours(cols[j], labels.shape[2]):
+            index = [jt.array(a.astype(np.int32)) for a in (n, classes, y, x)]
+            value += wy * wx * prob[index[0], index[1], index[2], index[3]].numpy().astype(np.float64)
+    return small, value.astype(np.float32)
+
+
+def axis_neighbours(position, size):
+    """The two samples of linear interpolation at `position` and their weights."""
+    low = np.minimum(np.floor(position).astype(np.int64), size - 1)
+    frac = position - low
+    return (low, 1 - frac), (np.minimum(low + 1, size - 1), frac)
+
+
+def ohem_threshold(prob, labels, ohem):
+    """OhemCrossEntropy2d's threshold, from the zoomed probabilities of the true classes."""
+    small, zoomed = zoomed_true_class_probability(prob, labels, ohem.factor)
+    min_kept = ohem.min_kept // ohem.factor ** 2
+    if min_kept >= len(zoomed):
+        return 1.0
+    if min_kept == 0:
+        return ohem.threshold
+    kth = np.partition(zoomed, min_kept - 1)[min_kept - 1]
+    return max(ohem.threshold, float(kth))
 
 
 def segmentation_loss(logits, labels, ohem=None):
-    """Mean cross-entropy over the valid (and, with OHEM, kept) pixels."""
-    nll = pixel_nll(logits, labels)
+    """Mean cross-entropy over the valid (and, with OHEM, kept) pixels of logits upsampled to the
+    labels' size."""
+    logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
+    nll = nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
     keep = labels != IGNORE
     if ohem is not None:
-        keep = ohem_mask(nll, keep, ohem)
+        threshold = ohem_threshold(nn.softmax(logits.stop_grad(), dim=1), labels.numpy(), ohem)
+        keep = keep & (jt.exp(-nll.stop_grad()) <= threshold)
     keep = keep.float32()
     return (nll * keep).sum() / valid_pixels_per_process(keep)
 

@@ -5,6 +5,7 @@ import pytest
 import jittor as jt
 
 import numpy_reference as ref
+import losses
 from losses import CategoryConsistency, Ohem, category_consistent_loss, segmentation_loss
 
 
@@ -42,11 +43,12 @@ def test_all_ignored_batch_gives_zero_not_nan():
 
 
 def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
+    """With factor 1 (no zoom) the threshold is the larger of 0.7 and the min_kept-th lowest probability."""
     logits, labels = case(2)
     nll, valid = numpy_nll(logits, labels)
     prob = np.exp(-nll)
     for min_kept in (5, 40, 10_000):
-        loss = segmentation_loss(jt.array(logits), jt.array(labels), Ohem(0.7, min_kept)).item()
+        loss = segmentation_loss(jt.array(logits), jt.array(labels), Ohem(0.7, min_kept, factor=1)).item()
         if valid.sum() <= min_kept:
             expected = nll[valid].mean()
         else:
@@ -55,6 +57,66 @@ def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
             assert kept.sum() >= min_kept
             expected = nll[kept].mean()
         assert loss == pytest.approx(expected, rel=1e-5), min_kept
+
+
+def official_ohem(logits, labels, threshold, min_kept, factor=8):
+    """OhemCrossEntropy2d of the official code, step by step with NumPy and scipy: softmax of the
+    upsampled logits, the threshold on scipy.ndimage.zoom's 1/8 maps, the mean loss of the kept
+    pixels. Returns the loss and the threshold."""
+    zoom = pytest.importorskip("scipy.ndimage").zoom
+    nll, valid = numpy_nll(logits, labels)
+    up = ref.bilinear_resize(logits.astype(np.float64), *labels.shape[1:], align_corners=True)
+    prob = np.exp(up - up.max(axis=1, keepdims=True))
+    prob = (prob / prob.sum(axis=1, keepdims=True)).astype(np.float32)
+    small_prob = zoom(prob, (1.0, 1.0, 1.0 / factor, 1.0 / factor), order=1)
+    small_labels = zoom(labels, (1.0, 1.0 / factor, 1.0 / factor), order=0).ravel()
+    small_valid = small_labels != 255
+    k = min_kept // factor ** 2
+    if k >= small_valid.sum():
+        chosen = 1.0
+    else:
+        pred = np.rollaxis(small_prob, 1).reshape(prob.shape[1], -1)[:, small_valid]
+        pred = pred[small_labels[small_valid], np.arange(small_valid.sum())]
+        chosen = threshold
+        if k > 0:
+            kth = np.partition(pred, k - 1)[k - 1]
+            chosen = max(chosen, kth)
+    true_prob = np.take_along_axis(prob, np.where(valid, labels, 0)[:, None], axis=1)[:, 0]
+    kept = valid & (true_prob <= chosen)
+    return nll[kept].mean(), chosen
+
+
+@pytest.mark.parametrize("sharpness", [2, 8])
+def test_ohem_is_the_official_ohem(sharpness):
+    """Labels 45 x 61 zoom to 6 x 8 (round(7.625)); min_kept picks each of the official branches."""
+    rng = np.random.default_rng(sharpness)
+    logits = rng.standard_normal((2, 5, 6, 8)).astype(np.float32) * sharpness
+    labels = rng.integers(0, 5, (2, 45, 61))
+    labels[rng.random(labels.shape) < 0.2] = 255
+    thresholds = []
+    for min_kept in (30, 64 * 10, 64 * 60, 100_000):
+        expected, chosen = official_ohem(logits, labels, 0.7, min_kept)
+        thresholds.append(chosen)
+        loss = segmentation_loss(jt.array(logits), jt.array(labels), Ohem(0.7, min_kept)).item()
+        assert loss == pytest.approx(expected, rel=1e-5), (min_kept, chosen)
+    assert thresholds[0] == 0.7 and thresholds[-1] == 1.0
+    if sharpness == 8:  # confident logits: the 60th lowest zoomed probability is above 0.7
+        assert 0.7 < thresholds[2] < 1.0
+
+
+def test_zoomed_probability_is_scipy_zoom_then_the_true_class():
+    zoom = pytest.importorskip("scipy.ndimage").zoom
+    rng = np.random.default_rng(3)
+    for height, width in ((36, 44), (45, 61), (8, 17), (513, 7)):  # 36 / 8 = 4.5 rounds to 4
+        prob = rng.random((2, 4, height, width)).astype(np.float32)
+        labels = rng.integers(0, 4, (2, height, width))
+        labels[rng.random(labels.shape) < 0.3] = 255
+        small, value = losses.zoomed_true_class_probability(jt.array(prob), labels, 8)
+        expected_labels = zoom(labels, (1.0, 0.125, 0.125), order=0)
+        np.testing.assert_array_equal(small, expected_labels)
+        n, i, j = np.nonzero(small != 255)
+        expected = zoom(prob, (1.0, 1.0, 0.125, 0.125), order=1)[n, small[n, i, j], i, j]
+        np.testing.assert_allclose(value, expected, rtol=1e-6, atol=1e-7)
 
 
 def numpy_ccl(embedding, labels, w):
