@@ -66,12 +66,15 @@ def zoomed_true_class_probability(prob, labels, factor):
     small = labels[:, np.floor(rows + 0.5).astype(np.int64)][:, :, np.floor(cols + 0.5).astype(np.int64)]
     n, i, j = np.nonzero(small != IGNORE)
     classes = small[n, i, j]
+    if len(n) == 0:
+        return small, np.zeros(0, np.float32)
     value = np.zeros(len(n))
     for y, wy in axis_neighbours(rows[i], labels.shape[1]):
         for x, wx in axis_neighbours(cols[j], labels.shape[2]):
             index = [jt.array(a.astype(np.int32)) for a in (n, classes, y, x)]
-            value += wy * wx * prob[index[0], index[1], index[2], index[3]].numpy().astype(np.float64)
-    return small, value.astype(np.float32)
+            sample = prob[index[0], index[1], index[2], index[3]].numpy()
+            value += wy * wx * sample
+    return small, value.astype(sample.dtype)  # as scipy, which keeps the input's dtype
 
 
 def axis_neighbours(position, size):
@@ -100,9 +103,11 @@ def segmentation_loss(logits, labels, ohem=None):
     nll = nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
     keep = labels != IGNORE
     if ohem is not None:
-        threshold = ohem_threshold(nn.softmax(logits.stop_grad(), dim=1), labels.numpy(), ohem)
-        keep = keep & (jt.exp(-nll.stop_grad()) <= threshold)
-    keep = keep.float32()
+        prob = nn.softmax(logits.detach(), dim=1)
+        threshold = ohem_threshold(prob, labels.numpy(), ohem)
+        true_class = jt.gather(prob, 1, (labels * keep.int32()).unsqueeze(1))[:, 0]
+        keep = keep & (true_class <= threshold)
+    keep = keep.cast(nll.dtype)
     return (nll * keep).sum() / valid_pixels_per_process(keep)
 
 

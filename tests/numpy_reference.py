@@ -179,3 +179,22 @@ def bilinear_resize(x, out_h, out_w, align_corners=False):
             bottom = x[:, :, rhi[i], clo[j]] * (1 - cf[j]) + x[:, :, rhi[i], chi[j]] * cf[j]
             out[:, :, i, j] = top * (1 - rf[i]) + bottom * rf[i]
     return out
+
+
+def official_ohem_threshold(prob, labels, threshold, min_kept, factor=8):
+    """OhemCrossEntropy2d.find_threshold of the official code: on the softmax probabilities
+    [N, C, H, W] and labels [N, H, W] zoomed to 1/factor by scipy.ndimage.zoom (linear, nearest),
+    the larger of `threshold` and the (min_kept // factor^2)-th lowest true-class probability; 1.0
+    (keep all) when the zoomed labels have no more valid pixels than that."""
+    from scipy.ndimage import zoom
+    small_prob = zoom(prob, (1.0, 1.0, 1.0 / factor, 1.0 / factor), order=1)
+    small_labels = zoom(labels, (1.0, 1.0 / factor, 1.0 / factor), order=0).ravel()
+    valid = small_labels != 255
+    k = min_kept // factor ** 2
+    if k >= valid.sum():
+        return 1.0
+    if k == 0:
+        return threshold
+    pred = np.rollaxis(small_prob, 1).reshape(prob.shape[1], -1)[:, valid]
+    pred = pred[small_labels[valid], np.arange(valid.sum())]
+    return max(threshold, np.partition(pred, k - 1)[k - 1])

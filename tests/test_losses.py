@@ -59,28 +59,15 @@ def test_ohem_keeps_hard_pixels_but_at_least_min_kept():
         assert loss == pytest.approx(expected, rel=1e-5), min_kept
 
 
-def official_ohem(logits, labels, threshold, min_kept, factor=8):
-    """OhemCrossEntropy2d of the official code, step by step with NumPy and scipy: softmax of the
-    upsampled logits, the threshold on scipy.ndimage.zoom's 1/8 maps, the mean loss of the kept
-    pixels. Returns the loss and the threshold."""
-    zoom = pytest.importorskip("scipy.ndimage").zoom
+def official_ohem(logits, labels, threshold, min_kept):
+    """OhemCrossEntropy2d of the official code with NumPy and scipy: softmax of the upsampled logits,
+    its threshold, the mean loss of the kept pixels. Returns the loss and the threshold."""
+    pytest.importorskip("scipy.ndimage")
     nll, valid = numpy_nll(logits, labels)
     up = ref.bilinear_resize(logits.astype(np.float64), *labels.shape[1:], align_corners=True)
     prob = np.exp(up - up.max(axis=1, keepdims=True))
     prob = (prob / prob.sum(axis=1, keepdims=True)).astype(np.float32)
-    small_prob = zoom(prob, (1.0, 1.0, 1.0 / factor, 1.0 / factor), order=1)
-    small_labels = zoom(labels, (1.0, 1.0 / factor, 1.0 / factor), order=0).ravel()
-    small_valid = small_labels != 255
-    k = min_kept // factor ** 2
-    if k >= small_valid.sum():
-        chosen = 1.0
-    else:
-        pred = np.rollaxis(small_prob, 1).reshape(prob.shape[1], -1)[:, small_valid]
-        pred = pred[small_labels[small_valid], np.arange(small_valid.sum())]
-        chosen = threshold
-        if k > 0:
-            kth = np.partition(pred, k - 1)[k - 1]
-            chosen = max(chosen, kth)
+    chosen = ref.official_ohem_threshold(prob, labels, threshold, min_kept)
     true_prob = np.take_along_axis(prob, np.where(valid, labels, 0)[:, None], axis=1)[:, 0]
     kept = valid & (true_prob <= chosen)
     return nll[kept].mean(), chosen
