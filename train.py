@@ -87,6 +87,8 @@ def parse_args(argv):
     s.add_argument("--lr", type=float, help="base learning rate (default per backbone: 0.01 SGD, 6e-5 AdamW)")
     s.add_argument("--weight-decay", type=float, help="default per backbone: 5e-4 SGD, 0.01 AdamW")
     s.add_argument("--warmup-iters", type=int, help="linear warm-up (default per backbone: 0 SGD, 1500 AdamW)")
+    s.add_argument("--min-lr", type=float, help="floor of the poly decay (default per backbone: 1e-4 SGD as "
+                   "mmsegmentation, 0 AdamW; the official CCNet code has none: 0)")
     s.add_argument("--seed", type=int, help="seed of data order, augmentation and dropout (default 0)")
     l_ = p.add_argument_group("loss")
     l_.add_argument("--aux-weight", type=float, help="weight of the auxiliary (DSN) loss (default 0.4)")
