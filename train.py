@@ -176,10 +176,15 @@ def load_resume(path):
 
 
 def make_optimizer(model, config):
-    params = [p for p in model.parameters() if not p.is_stop_grad()]
+    """SGD on every trainable tensor (official CCNet); AdamW as the VAN authors' segmentation
+    recipe, whose parameters named "...norm..." get no weight decay (mmcv's custom_keys 'norm')."""
+    params = [(name, p) for name, p in model.named_parameters() if not p.is_stop_grad()]
     if config["optimizer"] == "sgd":
-        return nn.SGD(params, config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
-    return nn.AdamW(params, config["lr"], weight_decay=config["weight_decay"], betas=(0.9, 0.999))
+        return nn.SGD([p for _, p in params], config["lr"], momentum=0.9, weight_decay=config["weight_decay"])
+    groups = [{"params": [p for name, p in params if "norm" not in name]},
+              {"params": [p for name, p in params if "norm" in name], "weight_decay": 0.0}]
+    return nn.AdamW([g for g in groups if g["params"]], config["lr"], weight_decay=config["weight_decay"],
+                    betas=(0.9, 0.999))
 
 
 def learning_rate(iteration, config):

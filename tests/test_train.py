@@ -187,6 +187,23 @@ def test_learning_rate_schedules():
     assert train.learning_rate(1500, adamw) == pytest.approx(6e-5 * (1 - 1500 / 80_000))
 
 
+def test_adamw_leaves_norm_parameters_out_of_weight_decay():
+    """The VAN recipe (mmcv custom_keys 'norm': decay_mult 0): with zero gradients one AdamW step
+    moves only the decayed tensors, each by exactly lr * weight_decay of itself."""
+    from models import build_ccnet
+    model = build_ccnet("van_b0", num_classes=5)
+    config = {"optimizer": "adamw", "lr": 0.1, "weight_decay": 0.01}
+    optimizer = train.make_optimizer(model, config)
+    trainable = {n: p for n, p in model.named_parameters() if not p.is_stop_grad()}
+    before = {n: p.numpy().copy() for n, p in trainable.items()}
+    optimizer.step(sum((p * 0).sum() for p in trainable.values()))
+    undecayed = {n for n in trainable if "norm" in n}
+    assert "backbone.block1.0.norm1.weight" in undecayed and "backbone.norm4.bias" in undecayed
+    for name, p in trainable.items():
+        factor = 1.0 if name in undecayed else 1 - 0.1 * 0.01
+        np.testing.assert_allclose(p.numpy(), before[name] * factor, rtol=1e-6, err_msg=name)
+
+
 def test_ccl_trains_the_embedding_and_plots_the_curves(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--ccl", "--iters", "2", "--eval-interval", "2")) == 0
     trained = weights(tmp_path / "latest.pkl")
