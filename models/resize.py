@@ -17,7 +17,8 @@ import jittor as jt
 
 @lru_cache(maxsize=64)
 def interpolation_matrix(size_in, size_out, align_corners):
-    """[size_out, size_in] weights of 1-D linear interpolation (PyTorch's source-index rule)."""
+    """[size_out, size_in] weights of 1-D linear interpolation (PyTorch's source-index rule), in
+    float64; the resize casts them to the input's dtype."""
     out = np.arange(size_out, dtype=np.float64)
     if align_corners:
         source = out * ((size_in - 1) / (size_out - 1)) if size_out > 1 else np.zeros(size_out)
@@ -29,7 +30,7 @@ def interpolation_matrix(size_in, size_out, align_corners):
     matrix = np.zeros((size_out, size_in), np.float64)
     np.add.at(matrix, (np.arange(size_out), low), 1 - frac)
     np.add.at(matrix, (np.arange(size_out), high), frac)
-    return matrix.astype(np.float32)
+    return matrix
 
 
 def resize_bilinear(x, size, align_corners=False):
@@ -38,8 +39,8 @@ def resize_bilinear(x, size, align_corners=False):
     out_h, out_w = size
     if (out_h, out_w) == (h, w):
         return x
-    rows = jt.array(interpolation_matrix(h, out_h, align_corners))
-    cols = jt.array(interpolation_matrix(w, out_w, align_corners))
+    rows = jt.array(interpolation_matrix(h, out_h, align_corners)).cast(x.dtype)
+    cols = jt.array(interpolation_matrix(w, out_w, align_corners)).cast(x.dtype)
     t = jt.matmul(x.reshape(n * c * h, w), cols.transpose())            # [N C H, out_w]
     t = t.reshape(n * c, h, out_w).transpose(0, 2, 1).reshape(n * c * out_w, h)
     t = jt.matmul(t, rows.transpose())                                   # [N C out_w, out_h]
