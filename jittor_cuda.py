@@ -162,8 +162,13 @@ def toolkit_mirror(toolkit, cudnn, cache):
     link_entries(cudnn.lib, os.path.join(tmp, "lib64"))
     link_entries(os.path.realpath(toolkit.lib), os.path.join(tmp, "lib64"))
     unversioned_links(os.path.join(tmp, "lib64"), "libcudnn")
-    shutil.rmtree(home, ignore_errors=True)
-    os.replace(tmp, home)
+    try:
+        os.rename(tmp, home)
+    except OSError:  # another process (mpirun's first start) made it first, or a half-made one is there
+        if not os.path.isfile(nvcc):
+            shutil.rmtree(home, ignore_errors=True)
+            os.rename(tmp, home)
+        shutil.rmtree(tmp, ignore_errors=True)
     return nvcc
 
 

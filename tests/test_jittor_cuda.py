@@ -215,3 +215,21 @@ def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
     assert set(reference) == {"cca_forward", "cca_grad_query", "cca_grad_key", "cca_grad_value",
                               "resnet101_logits", "van_base_logits"}
     assert "Skipped: every GPU stage" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_half_made_mirror_is_replaced_and_a_whole_one_kept(cuda13_with_wheels):
+    user, cache, _ = cuda13_with_wheels
+    first = dict(user)
+    jittor_cuda.configure(first, str(cache))
+    nvcc = first["nvcc_path"]
+    os.remove(nvcc)  # as a start killed while writing the mirror
+    again = dict(user)
+    jittor_cuda.configure(again, str(cache))
+    mirror = os.path.dirname(os.path.dirname(nvcc))
+    assert again["nvcc_path"] == nvcc and os.path.isfile(nvcc)
+    assert os.path.islink(os.path.join(mirror, "include", "cudnn.h"))
+    marker = os.path.join(mirror, "kept")
+    open(marker, "w").close()
+    jittor_cuda.configure(dict(user), str(cache))  # a whole mirror is used as it is
+    assert os.path.isfile(marker)
+    assert not [name for name in os.listdir(cache) if ".tmp" in name]
