@@ -14,6 +14,7 @@ are set here, before that import, and never over a value the user already set:
   `CCNET_CUDNN_WORKSPACE` (default 0.01) of GPU memory. A GPU that cannot be used stops the
   start with one line saying why; Jittor never falls back to its 100x slower convolutions.
 * Jittor's own log (`log_silent`) is off unless `CCNET_VERBOSE=1`.
+* Jittor's kernel cache is one folder (`cache_name=default`), not one per git branch of the checkout.
 * SIGCHLD gets its default action back (Jittor's handler ends the process when a child is killed).
 * Jittor's kernel-compiling process pool is ended at exit by killing its processes
   (`end_compiler_pool`), not by `Pool.terminate`, which waits forever when a signal sent to the
@@ -120,6 +121,10 @@ def configure_environment():
                   "Jittor's CPU convolutions will be very slow.", file=sys.stderr)
     if os.environ.get("CCNET_VERBOSE", "0") != "1":
         os.environ.setdefault("log_silent", "1")
+    # Jittor names its cache folder after the git branch of the folder it is installed in: the
+    # project's own branch when .venv sits in the checkout, so every branch switch recompiled
+    # Jittor's core and kernels.
+    os.environ.setdefault("cache_name", "default")
     return use_gpu
 
 

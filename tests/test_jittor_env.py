@@ -12,7 +12,7 @@ from jittor import nn
 
 from process_helpers import live_processes_in_group, wait_for
 
-START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME")
+START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME", "cache_name")
 
 
 @pytest.fixture
@@ -43,6 +43,12 @@ def test_cpu_machine_hides_nvcc_and_quiets_log(clean_environment, monkeypatch, t
     assert clean_environment["nvcc_path"] == ""
     assert clean_environment["log_silent"] == "1"
     assert "use_mkl" not in clean_environment  # oneDNN was linked, so Jittor may use it
+    assert clean_environment["cache_name"] == "default"
+
+
+def test_the_kernel_cache_does_not_follow_the_git_branch():
+    """Jittor would name its cache after the branch of the checkout that holds .venv."""
+    assert os.path.basename(jt.compiler.cache_path) == "default"
 
 
 def test_gpu_machine_sets_up_cuda(clean_environment, monkeypatch, tmp_path):
@@ -59,10 +65,11 @@ def test_gpu_machine_sets_up_cuda(clean_environment, monkeypatch, tmp_path):
 
 def test_user_settings_win(clean_environment, monkeypatch):
     monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
-    clean_environment.update(nvcc_path="/opt/cuda/bin/nvcc", use_mkl="0", log_silent="0")
+    clean_environment.update(nvcc_path="/opt/cuda/bin/nvcc", use_mkl="0", log_silent="0", cache_name="mine")
     jittor_env.configure_environment()
     assert clean_environment["nvcc_path"] == "/opt/cuda/bin/nvcc"
     assert clean_environment["use_mkl"] == "0"
+    assert clean_environment["cache_name"] == "mine"
     assert clean_environment["log_silent"] == "0"
 
 
