@@ -16,6 +16,7 @@ machine (CUDA 13, cuDNN 9 from PyPI, no internet) its start fails in six places.
 
 A GPU stack that cannot work stops the start with one line saying what is missing (`GpuSetupError`).
 """
+import glob
 import hashlib
 import importlib.metadata
 import os
@@ -54,6 +55,13 @@ class Library:
 
 
 # ---------------------------------------------------------------- finding the CUDA stack
+def gpu_visible():
+    """True when an NVIDIA device node exists and neither CUDA_VISIBLE_DEVICES nor use_cuda=0 hides it."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1") or os.environ.get("use_cuda") == "0":
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def nvcc_version(nvcc):
     try:
         out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout

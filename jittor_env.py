@@ -21,7 +21,6 @@ are set here, before that import, and never over a value the user already set:
   whole process group (Ctrl-C, `kill -TERM -PGID`, a batch scheduler) has killed one of them.
 """
 import atexit
-import glob
 import importlib.metadata
 import json
 import os
@@ -31,16 +30,10 @@ import sys
 from pathlib import Path
 
 import jittor_cuda
+from jittor_cuda import gpu_visible
 
 ONEDNN_DIR = "dnnl_lnx_2.2.0_cpu_gomp"  # the folder name Jittor's installer looks for
 ONEDNN_WHEELS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
-
-
-def gpu_visible():
-    """True when an NVIDIA device node exists and neither CUDA_VISIBLE_DEVICES nor use_cuda=0 hides it."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1") or os.environ.get("use_cuda") == "0":
-        return False
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def jittor_home():

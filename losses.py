@@ -68,13 +68,12 @@ def zoomed_true_class_probability(prob, labels, factor):
     classes = small[n, i, j]
     if len(n) == 0:
         return small, np.zeros(0, np.float32)
-    value = np.zeros(len(n))
-    for y, wy in axis_neighbours(rows[i], labels.shape[1]):
-        for x, wx in axis_neighbours(cols[j], labels.shape[2]):
-            index = [jt.array(a.astype(np.int32)) for a in (n, classes, y, x)]
-            sample = prob[index[0], index[1], index[2], index[3]].numpy()
-            value += wy * wx * sample
-    return small, value.astype(sample.dtype)  # as scipy, which keeps the input's dtype
+    corners = [(y, x, wy * wx) for y, wy in axis_neighbours(rows[i], labels.shape[1])
+               for x, wx in axis_neighbours(cols[j], labels.shape[2])]
+    index = [np.tile(n, 4), np.tile(classes, 4)] + [np.concatenate(a) for a in list(zip(*corners))[:2]]
+    samples = prob[tuple(jt.array(a.astype(np.int32)) for a in index)].numpy().reshape(4, -1)
+    value = sum(weight * sample for (_, _, weight), sample in zip(corners, samples))
+    return small, value.astype(samples.dtype)  # as scipy, which keeps the input's dtype
 
 
 def axis_neighbours(position, size):

@@ -250,11 +250,6 @@ def run_child(name, args, timeout, env):
     return json.loads(lines[-1][len("RESULT "):]), wall
 
 
-def gpu_present():
-    import jittor_env
-    return jittor_env.gpu_visible()
-
-
 def torch_cuda():
     probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
@@ -361,7 +356,8 @@ def main():
         if result:
             report.add("CPU reference (attention, both CCNets)", "finite" if result["finite"] else "not finite",
                        "finite", result["finite"])
-    if not gpu_present():
+    from jittor_cuda import gpu_visible  # no Jittor start in this parent process
+    if not gpu_visible():
         report.skipped.append("every GPU stage: no NVIDIA GPU is visible")
         report.write()
         print(f"no GPU: only the CPU half ran; {args.out / 'gpu_check.md'}")
