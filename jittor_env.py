@@ -15,6 +15,9 @@ are set here, before that import, and never over a value the user already set:
   start with one line saying why; Jittor never falls back to its 100x slower convolutions.
 * Jittor's own log (`log_silent`) is off unless `CCNET_VERBOSE=1`.
 * Jittor's kernel cache is one folder (`cache_name=default`), not one per git branch of the checkout.
+* NumPy's float limits are computed before Jittor's CPU kernels switch denormals off: asked for
+  the first time after that, `np.finfo` (matplotlib, `np.nan_to_num`) warns that the smallest
+  subnormal is zero.
 * SIGCHLD gets its default action back (Jittor's handler ends the process when a child is killed).
 * Jittor's kernel-compiling process pool is ended at exit by killing its processes
   (`end_compiler_pool`), not by `Pool.terminate`, which waits forever when a signal sent to the
@@ -28,6 +31,8 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+
+import numpy as np
 
 import jittor_cuda
 from jittor_cuda import gpu_visible
@@ -122,6 +127,8 @@ def configure_environment():
 
 
 _use_gpu = configure_environment()
+for _dtype in (np.float16, np.float32, np.float64):
+    np.finfo(_dtype)  # cached by NumPy from now on
 import jittor as jt  # noqa: E402  (must follow configure_environment)
 
 if _use_gpu:
