@@ -14,6 +14,7 @@ from dataclasses import asdict
 
 import jittor_env  # noqa: F401
 
+from inference import Protocol
 from datasets.transforms import IMAGENET, MIT_CAFFE, SCALE, Normalization, normalization_for
 from models import build_ccnet
 from models.checkpoint import CheckpointError, load_checked, read_checkpoint
@@ -21,6 +22,7 @@ from models.checkpoint import CheckpointError, load_checked, read_checkpoint
 TRAIN_KEYS = {"model", "optimizer", "iteration", "config"}
 EVAL_KEYS = {"model", "arch", "protocol"}
 SLIDE_STRIDE_OF_512 = 341  # mmsegmentation's ADE20K sliding stride for 512 crops
+TRAINED_PROTOCOLS = {"ade20k": "ade20k-512x512", "cityscapes": "cityscapes-769x769", "voc12aug": "voc12aug-512x512"}
 
 # Evaluation settings of the published datasets and crops: test scale, whole or sliding crops.
 DATASET_PROTOCOLS = {
@@ -35,10 +37,13 @@ DATASET_PROTOCOLS = {
 }
 # Input and logit resizing of each code base: mmsegmentation feeds RGB with ImageNet mean and std and
 # resizes logits with align_corners=False, except its 769 x 769 models; the official CCNet code (and
-# this project's training) feeds BGR minus the Caffe mean and uses align_corners=True throughout.
+# this project's training) feeds BGR minus the Caffe mean and uses align_corners=True throughout. The
+# official evaluate.py slides over Cityscapes images at their own size (2048 x 1024), where
+# mmsegmentation first resizes them to (2049, 1025).
 FRAMEWORKS = {
-    "mmseg": dict(normalization=IMAGENET, align_corners=lambda name: name.endswith("769x769")),
-    "official": dict(normalization=MIT_CAFFE, align_corners=lambda name: True),
+    "mmseg": dict(normalization=IMAGENET, align_corners=lambda name: name.endswith("769x769"), scales={}),
+    "official": dict(normalization=MIT_CAFFE, align_corners=lambda name: True,
+                     scales={"cityscapes-769x769": (2048, 1024)}),
 }
 
 
@@ -48,19 +53,28 @@ def make_protocol(framework, name, normalization=None):
         raise ValueError(f"unknown protocol {name!r}; known: {', '.join(DATASET_PROTOCOLS)}")
     spec = FRAMEWORKS[framework]
     protocol = {k: v for k, v in DATASET_PROTOCOLS[name].items() if k != "num_classes"}
-    protocol["scale"] = list(protocol["scale"])
+    protocol["scale"] = list(spec["scales"].get(name, protocol["scale"]))
     protocol["normalization"] = asdict(normalization or spec["normalization"])
     protocol["align_corners"] = spec["align_corners"](name)
     return protocol
 
 
 def record_of_config(config):
-    """(arch, protocol) of a model trained by train.py with `config`."""
+    """(arch, protocol) of a model trained by train.py with `config`: the official code's evaluation
+    of its dataset (ADE20K and VOC whole images, Cityscapes 769 x 769 sliding crops) at the
+    training scale."""
     arch = {"backbone": config["backbone"], "layout": "official", "num_classes": config["num_classes"],
             "recurrence": config["recurrence"], "ccl": config.get("ccl", False)}
-    protocol = make_protocol("official", "ade20k-512x512", normalization_for(config["backbone"]))
+    protocol = make_protocol("official", TRAINED_PROTOCOLS[config.get("dataset", "ade20k")],
+                             normalization_for(config["backbone"]))
     protocol["scale"] = list(config.get("img_scale", SCALE))
     return arch, protocol
+
+
+def evaluation_protocol(record, mode=None, scales=(1.0,), flip=False, crop_size=None, stride=None):
+    """The inference.Protocol of a checkpoint's protocol record, with the overrides given."""
+    return Protocol(mode or record["mode"], tuple(scales), flip, crop_size or record["crop_size"],
+                    stride or record["stride"], tuple(record["scale"]), record["align_corners"])
 
 
 def normalization_of(protocol):

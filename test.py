@@ -1,4 +1,4 @@
-"""Evaluate CCNet on ADE20K (or a dataset in its layout), or score saved predictions.
+"""Evaluate CCNet on ADE20K, Cityscapes or Pascal VOC, or score saved ADE20K predictions.
 
     python test.py --ckpt work_dirs/ccnet_van_base/latest.pkl
     python test.py --ckpt CKPT --mode slide --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip
@@ -8,12 +8,12 @@
 
 CKPT is a checkpoint of train.py or an evaluation-only one from tools/convert_weights.py (published
 mmsegmentation or official CCNet weights). The model and its evaluation protocol come from the
-checkpoint: input normalisation, test scale, align_corners, and whole or sliding crops (--mode,
---crop-size and --stride override the last). Metrics are computed as the ADE20K devkit and
-mmsegmentation do (metrics.py); the protocol is printed and saved with the numbers in
-OUT/metrics.json and metrics.md. --pred-dir scores PNG predictions in the benchmark's convention
-(1..150, 0 = no class), one per annotation, named like it. --image runs one picture and writes its
-prediction and overlay.
+checkpoint: the dataset, input normalisation, test scale, align_corners, and whole or sliding
+crops (--mode, --crop-size and --stride override the last). Metrics are computed as the ADE20K devkit
+and mmsegmentation do (metrics.py); the protocol is printed and saved with the numbers in
+OUT/metrics.json and metrics.md. --pred-dir scores ADE20K PNG predictions in the benchmark's
+convention (1..150, 0 = no class), one per annotation, named like it. --image runs one picture and
+writes its prediction and overlay.
 """
 import argparse
 import json
@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 import jittor_env  # noqa: F401
 
-from datasets import ADE20K, NAMES, PALETTE, DatasetError
-from datasets.ade20k import read_annotation, read_image, to_train_ids
-from checkpoints import load_model, normalization_of
-from inference import Protocol, evaluate, predict
+from datasets import ADE20K, DATASETS, DatasetError
+from datasets.ade20k import read_annotation, to_train_ids
+from datasets.segmentation import read_image
+from checkpoints import evaluation_protocol, load_model, normalization_of
+from inference import evaluate, predict
 from metrics import SegmentationMetrics
 from models.checkpoint import CheckpointError
-from train import DEFAULTS
 
 
 def parse_args(argv):
@@ -42,8 +42,9 @@ def parse_args(argv):
     source.add_argument("--ckpt", help="a checkpoint of train.py or tools/convert_weights.py")
     source.add_argument("--pred-dir", help="score PNG predictions (1..150) instead of running a model")
     p.add_argument("--image", help="with --ckpt: predict this one picture and write its overlay")
-    p.add_argument("--data-root", help="dataset root (default: the checkpoint's, else " + DEFAULTS["data_root"] + ")")
-    p.add_argument("--split", default="validation", help="split to evaluate")
+    p.add_argument("--data-root", help="dataset root (default: the checkpoint's training data, else "
+                   + ", ".join(f"{name} {cls.DEFAULT_ROOT}" for name, cls in DATASETS.items()) + ")")
+    p.add_argument("--split", help="split to evaluate (default: validation, val for Cityscapes and VOC)")
     p.add_argument("--mode", choices=["whole", "slide"],
                    help="whole image (keep-ratio resize to the checkpoint's test scale, 2048x512 for ADE20K) "
                         "or sliding crops (default: the checkpoint's)")
@@ -57,34 +58,36 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def colourise(label):
-    """Training labels (0..149, 255) -> RGB with the ADE20K palette, black where ignored."""
+def colourise(label, palette):
+    """Training labels (0..K-1, 255) -> RGB with the dataset's palette, black where ignored."""
     rgb = np.zeros(label.shape + (3,), np.uint8)
     known = label != 255
-    rgb[known] = PALETTE[label[known]]
+    rgb[known] = palette[label[known]]
     return rgb
 
 
-def overlay(image, label):
-    return (0.5 * image + 0.5 * colourise(label)).astype(np.uint8)
+def overlay(image, label, palette):
+    return (0.5 * image + 0.5 * colourise(label, palette)).astype(np.uint8)
 
 
 def prediction_writer(out, dataset):
-    """Saves each prediction as a benchmark PNG and image | prediction | ground-truth picture."""
+    """Saves each prediction as a PNG of class index + 1 (ADE20K's benchmark convention; 0 = none)
+    and an image | prediction | ground-truth picture."""
     os.makedirs(os.path.join(out, "pred"), exist_ok=True)
     os.makedirs(os.path.join(out, "vis"), exist_ok=True)
 
     def write(index, image, label, prediction):
         name = os.path.splitext(os.path.basename(dataset.files[index][1]))[0]
         Image.fromarray((prediction + 1).astype(np.uint8)).save(os.path.join(out, "pred", name + ".png"))
-        panels = [image, overlay(image, prediction), overlay(image, label)]
+        panels = [image, overlay(image, prediction, dataset.PALETTE), overlay(image, label, dataset.PALETTE)]
         Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(out, "vis", name + ".jpg"))
     return write
 
 
 def score_predictions(pred_dir, dataset):
     """Metrics of PNG predictions in the benchmark convention against the split's annotations."""
-    metrics = SegmentationMetrics(len(NAMES))
+    names = dataset.NAMES
+    metrics = SegmentationMetrics(len(names))
     for image_path, label_path in tqdm(dataset.files, desc="score", unit="img"):
         name = os.path.basename(label_path)
         path = os.path.join(pred_dir, name)
@@ -98,20 +101,20 @@ def score_predictions(pred_dir, dataset):
         if raw.shape != label.shape:
             raise DatasetError(f"{path}: prediction is {raw.shape[1]}x{raw.shape[0]}, its annotation "
                                f"{label.shape[1]}x{label.shape[0]}")
-        if raw.max() > len(NAMES):
-            raise DatasetError(f"{path}: prediction values must be 0..{len(NAMES)}, found {raw.max()}")
+        if raw.max() > len(names):
+            raise DatasetError(f"{path}: prediction values must be 0..{len(names)}, found {raw.max()}")
         metrics.update(to_train_ids(raw), label)
     return metrics.results()
 
 
-def report(results, protocol, out):
+def report(results, protocol, out, names):
     """Print the summary and per-class table; write metrics.json and metrics.md to `out`."""
     lines = [f"protocol: {json.dumps(protocol)}", "",
-             "| aAcc | mIoU | mAcc | mIoU (devkit, all 150) |", "|---|---|---|---|",
+             f"| aAcc | mIoU | mAcc | mIoU (devkit, all {len(names)}) |", "|---|---|---|---|",
              f"| {100 * results['aAcc']:.2f} | {100 * results['mIoU']:.2f} | {100 * results['mAcc']:.2f} "
              f"| {100 * results['mIoU_devkit']:.2f} |", "",
              "| class | IoU | Acc |", "|---|---|---|"]
-    for name, iou, acc in zip(NAMES, results["IoU"], results["Acc"]):
+    for name, iou, acc in zip(names, results["IoU"], results["Acc"]):
         if not (np.isnan(iou) and np.isnan(acc)):
             lines.append(f"| {name} | {100 * iou:.2f} | {100 * acc:.2f} |")
     text = "\n".join(lines)
@@ -123,27 +126,37 @@ def report(results, protocol, out):
         json.dump({"protocol": protocol, **results}, f, indent=2)
 
 
-def predict_image(model, normalization, protocol, path, out):
+def predict_image(model, normalization, protocol, path, out, dataset):
     """Prediction of one picture: OUT/NAME_pred.png (colours) and OUT/NAME_overlay.jpg (image | overlay)."""
     image = read_image(path)
     prediction = predict(model, image, normalization, protocol).argmax(axis=0)
     os.makedirs(out, exist_ok=True)
     name = os.path.splitext(os.path.basename(path))[0]
-    Image.fromarray(colourise(prediction)).save(os.path.join(out, name + "_pred.png"))
+    Image.fromarray(colourise(prediction, dataset.PALETTE)).save(os.path.join(out, name + "_pred.png"))
     overlay_path = os.path.join(out, name + "_overlay.jpg")
-    Image.fromarray(np.concatenate([image, overlay(image, prediction)], axis=1)).save(overlay_path)
-    classes = np.bincount(prediction.ravel(), minlength=len(NAMES)) / prediction.size
-    print("largest classes: " + ", ".join(f"{NAMES[c]} {100 * classes[c]:.1f}%" for c in np.argsort(-classes)[:5]
+    Image.fromarray(np.concatenate([image, overlay(image, prediction, dataset.PALETTE)], axis=1)).save(overlay_path)
+    names = dataset.NAMES
+    classes = np.bincount(prediction.ravel(), minlength=len(names)) / prediction.size
+    print("largest classes: " + ", ".join(f"{names[c]} {100 * classes[c]:.1f}%" for c in np.argsort(-classes)[:5]
                                           if classes[c] > 0))
     print(f"wrote {overlay_path}")
 
 
 def run_protocol(saved, args):
     """(inference.Protocol, Normalization): the checkpoint's protocol with the flags given."""
-    protocol = Protocol(args.mode or saved["mode"], tuple(args.scales), args.flip,
-                        args.crop_size or saved["crop_size"], args.stride or saved["stride"],
-                        tuple(saved["scale"]), saved["align_corners"])
+    protocol = evaluation_protocol(saved, args.mode, args.scales, args.flip, args.crop_size, args.stride)
     return protocol, normalization_of(saved)
+
+
+def dataset_of(checkpoint, path):
+    """The dataset class a checkpoint's protocol names, its class count checked."""
+    name = checkpoint["protocol"]["dataset"]
+    if name not in DATASETS:
+        raise CheckpointError(f"{path}: dataset {name!r} is not one of {', '.join(DATASETS)}")
+    dataset_class, classes = DATASETS[name], checkpoint["arch"]["num_classes"]
+    if classes != len(dataset_class.NAMES):
+        raise CheckpointError(f"{path}: the model has {classes} classes but {name} has {len(dataset_class.NAMES)}")
+    return dataset_class
 
 
 def main(argv=None):
@@ -152,26 +165,26 @@ def main(argv=None):
         if args.image and not args.ckpt:
             raise ValueError("--image needs --ckpt (a model to run)")
         if args.pred_dir:
-            dataset = ADE20K(args.data_root or DEFAULTS["data_root"], args.split)
+            split = args.split or ADE20K.VAL_SPLIT
+            dataset = ADE20K(args.data_root or ADE20K.DEFAULT_ROOT, split)
             results = score_predictions(args.pred_dir, dataset)
-            report(results, {"predictions": args.pred_dir, "split": args.split}, args.out or args.pred_dir)
+            report(results, {"predictions": args.pred_dir, "split": split}, args.out or args.pred_dir, dataset.NAMES)
             return 0
         model, checkpoint = load_model(args.ckpt)
         protocol, normalization = run_protocol(checkpoint["protocol"], args)
+        dataset_class = dataset_of(checkpoint, args.ckpt)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "test")
         if args.image:
-            predict_image(model, normalization, protocol, args.image, out)
+            predict_image(model, normalization, protocol, args.image, out, dataset_class)
             return 0
-        if checkpoint["protocol"]["dataset"] != "ade20k":
-            raise ValueError(f"{args.ckpt} is a {checkpoint['protocol']['dataset']} model; test.py evaluates "
-                             f"ADE20K only (use --image for single pictures)")
-        data_root = args.data_root or checkpoint.get("config", DEFAULTS)["data_root"]
-        dataset = ADE20K(data_root, args.split, normalization=normalization)
+        data_root = args.data_root or checkpoint.get("config", {}).get("data_root") or dataset_class.DEFAULT_ROOT
+        split = args.split or dataset_class.VAL_SPLIT
+        dataset = dataset_class(data_root, split, normalization=normalization)
         writer = prediction_writer(out, dataset) if args.save_pred else None
         results = evaluate(model, dataset, protocol, checkpoint["arch"]["num_classes"], on_prediction=writer)
         report(results, {**protocol.describe(), "normalization": checkpoint["protocol"]["normalization"],
-                         "checkpoint": args.ckpt, "iteration": checkpoint.get("iteration"),
-                         "split": args.split, "model": checkpoint["arch"]}, out)
+                         "checkpoint": args.ckpt, "iteration": checkpoint.get("iteration"), "dataset": dataset.NAME,
+                         "split": split, "model": checkpoint["arch"]}, out, dataset.NAMES)
     except (ValueError, CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

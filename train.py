@@ -1,14 +1,20 @@
-"""Train CCNet on ADE20K, or on any dataset in its layout.
+"""Train CCNet on ADE20K, Cityscapes or Pascal VOC (+SBD).
 
     python train.py --backbone van_base --pretrained pretrained/van_base.pkl
     python train.py --backbone resnet101 --pretrained pretrained/resnet101_mit.pkl
+    python train.py --backbone resnet101 --preset cityscapes --data-root data/cityscapes --pretrained ...
     python train.py --resume work_dirs/ccnet_van_base/latest.pkl
 
 The loop below is the whole training step: data, forward, loss, backward and update, log,
 checkpoint, evaluation. Defaults follow the published recipes, chosen by backbone: ResNet-101 the
 official CCNet's (SGD, momentum 0.9, lr 0.01, weight decay 5e-4, poly 0.9 to 1e-4), VAN the VAN
 authors' segmentation recipe (AdamW, lr 6e-5, weight decay 0.01, 1,500 warm-up iterations, poly
-1.0); both 80k iterations of batch 16 at crop 512.
+1.0); both 80k iterations of batch 16 at crop 512. --dataset picks Cityscapes or VOC with
+ADE20K's recipe; --preset picks a dataset with its published recipe (PRESETS): "cityscapes" is the
+official CCNet's (its README's training command: crop 769, batch 8, 60k iterations, SGD lr 0.01
+poly 0.9 without floor, weight decay 1e-4, random scale 0.7-2.0 in steps of 0.1, flip, no
+photometric distortion; --ohem for its OHEM model), "voc12aug" mmsegmentation's CCNet VOC 40k recipe.
+Flags given win over the preset.
 
 Under MPI (mpirun -np N python train.py ...) each process trains on its slice of the global batch:
 gradients are averaged and batch-norm statistics shared (models/norm.py), dropout masks are drawn
@@ -30,20 +36,18 @@ import signal
 import sys
 import time
 
-import numpy as np
 from tqdm import tqdm
 
 import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from datasets import ADE20K, NUM_CLASSES, DatasetError, Loader, LoaderError
-from datasets.ade20k import list_split
-from datasets.transforms import RATIO_RANGE, SCALE
-from inference import Protocol, evaluate
+from datasets import DATASETS, DatasetError, Loader, LoaderError
+from datasets.transforms import AUGMENTATIONS
+from inference import evaluate
 from curves import plot_curves
 from losses import Ohem, category_consistent_loss, segmentation_loss
-from checkpoints import build_model, is_resumable, read_record, record_of_config
+from checkpoints import build_model, evaluation_protocol, is_resumable, read_record, record_of_config
 from models import BACKBONES
 from models.checkpoint import (CheckpointError, link_atomic, load_checked, read_state_dict, remove_partial_saves,
                                save_atomic, write_atomic)
@@ -52,11 +56,26 @@ RECIPES = {
     "sgd": dict(lr=0.01, weight_decay=5e-4, warmup_iters=0, power=0.9, min_lr=1e-4),
     "adamw": dict(lr=6e-5, weight_decay=0.01, warmup_iters=1500, power=1.0, min_lr=0.0),
 }
-DEFAULTS = dict(data_root="data/ADEChallengeData2016", recurrence=2, iters=80_000, batch_size=16,
-                crop_size=512, img_scale=list(SCALE), aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000,
-                eval_interval=8000, log_interval=20, pretrained=None, stop_timeout=60)
-NO_DATA = ("no ADE20K found: {error}\nGet ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), "
-           "unpack it and pass --data-root path/to/ADEChallengeData2016 (see README, 'ADE20K').\n"
+DEFAULTS = dict(dataset="ade20k", recurrence=2, iters=80_000, batch_size=16, crop_size=512, augmentation="mmseg",
+                aux_weight=0.4, ohem=False, ccl=False, workers=2, seed=0, ckpt_interval=2000, eval_interval=8000,
+                log_interval=20, pretrained=None, stop_timeout=60)
+PRESETS = {
+    "cityscapes": dict(dataset="cityscapes", optimizer="sgd", crop_size=769, batch_size=8, iters=60_000, lr=0.01,
+                       weight_decay=1e-4, power=0.9, min_lr=0.0, warmup_iters=0, augmentation="official",
+                       eval_interval=6000),
+    "voc12aug": dict(dataset="voc12aug", optimizer="sgd", crop_size=512, batch_size=16, iters=40_000, lr=0.01,
+                     weight_decay=5e-4, power=0.9, min_lr=1e-4, warmup_iters=0, augmentation="mmseg",
+                     eval_interval=4000),
+}
+GET_DATA = {
+    "ade20k": "Get ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), unpack it and pass --data-root "
+              "path/to/ADEChallengeData2016 (see README, 'ADE20K').",
+    "cityscapes": "Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip (cityscapes-dataset.com), unpack "
+                  "both into one folder and pass it as --data-root (see README, 'Cityscapes and Pascal VOC').",
+    "voc12aug": "Get VOCtrainval_11-May-2012.tar and the SBD labels converted to SegmentationClassAug with aug.txt, "
+                "and pass --data-root path/to/VOCdevkit/VOC2012 (see README, 'Cityscapes and Pascal VOC').",
+}
+NO_DATA = ("no {name} found: {error}\n{get}\n"
            "To see the whole pipeline now, on a generated dataset and the CPU: make demo")
 
 
@@ -75,10 +94,18 @@ def parse_args(argv):
     m.add_argument("--recurrence", type=int, help="criss-cross recurrences R (default 2)")
     m.add_argument("--pretrained", help="converted ImageNet backbone weights (tools/convert_weights.py)")
     d = p.add_argument_group("data")
-    d.add_argument("--data-root", help=f"folder with images/ and annotations/ (default {DEFAULTS['data_root']})")
-    d.add_argument("--crop-size", type=int, help="training crop (default 512)")
+    d.add_argument("--preset", choices=PRESETS, help="a dataset with its published recipe: cityscapes (the "
+                   "official CCNet's), voc12aug (mmsegmentation's); flags given win")
+    d.add_argument("--dataset", choices=DATASETS, help="default ade20k")
+    d.add_argument("--data-root", help="the dataset's root (default: " +
+                   ", ".join(f"{name} {cls.DEFAULT_ROOT}" for name, cls in DATASETS.items()) + ")")
+    d.add_argument("--crop-size", type=int, help="training crop (default 512; cityscapes preset 769)")
     d.add_argument("--img-scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
-                   help="keep-ratio resize limits, randomised 0.5-2x in training (default 2048 512)")
+                   help="keep-ratio resize limits, randomised in training (default: the dataset's test scale, "
+                        "2048 512; Cityscapes 2048 1024)")
+    d.add_argument("--augmentation", choices=AUGMENTATIONS, help="mmseg (random ratio 0.5-2.0, crop where no "
+                   "class covers 75%%, photometric distortion; the default) or official (0.7-2.0 in steps "
+                   "of 0.1, any crop, none)")
     d.add_argument("--workers", type=int, help="data loading processes (default 2)")
     s = p.add_argument_group("schedule")
     s.add_argument("--iters", type=int, help="training iterations (default 80000)")
@@ -110,23 +137,29 @@ def parse_args(argv):
 
 def resolve_config(args):
     """The full configuration: checkpoint (on --resume), then flags given, then recipe defaults."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite")}
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite", "preset")}
+    preset = PRESETS[args.preset] if args.preset else {}
     base = {}
     if args.resume:
         base = load_resume(args.resume)["config"]
-        for key in ("backbone", "recurrence", "num_classes", "ccl"):
+        if args.preset:
+            raise UsageError("--preset starts a run; a resumed run keeps its checkpoint's recipe")
+        for key in ("backbone", "dataset", "recurrence", "num_classes", "ccl"):
             saved = base.get(key, DEFAULTS.get(key))
             if key in given and given[key] != saved:
                 raise UsageError(f"--{key.replace('_', '-')} {given[key]} differs from the checkpoint's "
                                  f"{saved} ({args.resume})")
     elif not args.backbone:
         raise UsageError("--backbone is required (one of " + ", ".join(BACKBONES) + ") unless --resume")
-    config = {**DEFAULTS, **base, **given}
+    config = {**DEFAULTS, **preset, **base, **given}
+    dataset = DATASETS[config["dataset"]]
+    config.setdefault("data_root", dataset.DEFAULT_ROOT)
+    config.setdefault("img_scale", list(dataset.SCALE))
     config.setdefault("optimizer", "sgd" if config["backbone"] == "resnet101" else "adamw")
     for key, value in RECIPES[config["optimizer"]].items():
         config.setdefault(key, value)
     config.setdefault("work_dir", f"work_dirs/ccnet_{config['backbone']}")
-    config["num_classes"] = NUM_CLASSES
+    config["num_classes"] = len(dataset.NAMES)
     return config
 
 
@@ -138,7 +171,7 @@ def check_config(config, args):
     for key in ("workers", "eval_interval"):
         if config[key] < 0:
             raise UsageError(f"--{key.replace('_', '-')} must be 0 or more, got {config[key]}")
-    largest = int(min(config["img_scale"]) * RATIO_RANGE[1])
+    largest = int(min(config["img_scale"]) * AUGMENTATIONS[config["augmentation"]].ratio_range[1])
     if min(config["img_scale"]) <= 0:
         raise UsageError(f"--img-scale must be positive, got {config['img_scale']}")
     if config["crop_size"] > largest:
@@ -148,12 +181,13 @@ def check_config(config, args):
         raise UsageError(f"--recurrence must be >= 0, got {config['recurrence']}")
     if jt.in_mpi and config["batch_size"] % jt.world_size:
         raise UsageError(f"--batch-size {config['batch_size']} does not split over {jt.world_size} processes")
+    dataset = DATASETS[config["dataset"]]
     try:
-        list_split(config["data_root"], "training")
+        dataset.list_split(config["data_root"], dataset.TRAIN_SPLIT)
         if config["eval_interval"]:
-            list_split(config["data_root"], "validation")
+            dataset.list_split(config["data_root"], dataset.VAL_SPLIT)
     except DatasetError as error:
-        raise UsageError(NO_DATA.format(error=error)) from None
+        raise UsageError(NO_DATA.format(name=dataset.TITLE, error=error, get=GET_DATA[dataset.NAME])) from None
     if config["pretrained"] and not os.path.isfile(config["pretrained"]):
         raise UsageError(f"{config['pretrained']}: no such file (--pretrained)")
     latest = os.path.join(config["work_dir"], "latest.pkl")
@@ -357,9 +391,11 @@ def train(config, resume=None, overwrite=False):
     prepare_work_dir(config, start, overwrite)
 
     batch = config["batch_size"]
-    data = ADE20K(config["data_root"], "training", config["backbone"], config["crop_size"], config["seed"],
-                  scale=config["img_scale"])
-    val = ADE20K(config["data_root"], "validation", config["backbone"]) if config["eval_interval"] else None
+    dataset = DATASETS[config["dataset"]]
+    data = dataset(config["data_root"], dataset.TRAIN_SPLIT, config["backbone"], config["crop_size"], config["seed"],
+                   scale=config["img_scale"], augmentation=AUGMENTATIONS[config["augmentation"]])
+    val = dataset(config["data_root"], dataset.VAL_SPLIT, config["backbone"]) if config["eval_interval"] else None
+    protocol = evaluation_protocol(record_of_config(config)[1])
     ohem = Ohem() if config["ohem"] else None
     stop = StopRequest(config["stop_timeout"])
     # under MPI every process must take the same steps: they stop together, after a step (agree)
@@ -395,8 +431,7 @@ def train(config, resume=None, overwrite=False):
                 saved = iteration
             if val is not None and iteration % config["eval_interval"] == 0:
                 evaluation_start = time.time()
-                results = evaluate(model, val, Protocol(scale=tuple(config["img_scale"]), align_corners=True),
-                                   config["num_classes"], progress=False)
+                results = evaluate(model, val, protocol, config["num_classes"], progress=False)
                 log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
                 say(f"iteration {iteration}: mIoU {100 * results['mIoU']:.2f} aAcc {100 * results['aAcc']:.2f}")
                 plot(config)

@@ -28,7 +28,7 @@ import traceback
 import cv2
 import numpy as np
 
-from .ade20k import DatasetError
+from .segmentation import DatasetError
 
 POLL_SECONDS = 0.1  # how often the waiting reader looks at signals, until() and worker health
 ORPHAN_SECONDS = 1.0  # how often an idle worker checks that the reader still exists

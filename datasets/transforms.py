@@ -1,9 +1,12 @@
-"""The standard ADE20K transforms (mmsegmentation's CCNet recipe), on NumPy arrays.
+"""The training and evaluation transforms, on NumPy arrays.
 
-train: keep-ratio resize to (2048, 512) x a random ratio in [0.5, 2.0] -> random crop, re-drawn up
-       to 10 times until no class covers more than 75% of it -> horizontal flip (p 0.5) ->
-       photometric distortion -> normalise -> pad to the crop size (image 0, label 255)
-val:   keep-ratio resize to (2048, 512) -> normalise; the label keeps its size for scoring
+train: keep-ratio resize to the scale ((2048, 512) for ADE20K) x a random ratio -> random crop ->
+       horizontal flip (p 0.5) -> photometric distortion -> normalise -> pad to the crop size
+       (image 0, label 255). An Augmentation says how: mmsegmentation's (MMSEG: ratio uniform in
+       [0.5, 2.0], a crop re-drawn up to 10 times until no class covers more than 75% of it,
+       photometric distortion) or the official CCNet code's Cityscapes one (OFFICIAL: ratio
+       0.7, 0.8, ..., 2.0, any crop, no photometric distortion).
+val:   keep-ratio resize to the scale -> normalise; the label keeps its size for scoring
 
 Images arrive as H x W x 3 uint8 RGB, labels as H x W uint8 in the training convention (0..149,
 255 = ignored). Labels are only ever resized with nearest neighbour. Every random draw comes from
@@ -19,6 +22,25 @@ SCALE = (2048, 512)  # (long side, short side) limits of the keep-ratio resize
 RATIO_RANGE = (0.5, 2.0)
 CAT_MAX_RATIO = 0.75
 CROP_TRIES = 10
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    ratio_range: tuple = RATIO_RANGE
+    ratio_step: float = None  # None: a ratio uniform in the range; else one of its multiples of the step
+    cat_max_ratio: float = CAT_MAX_RATIO  # None: the first crop drawn
+    photometric: bool = True
+
+    def ratio(self, rng):
+        low, high = self.ratio_range
+        if self.ratio_step is None:
+            return rng.uniform(low, high)
+        return low + self.ratio_step * rng.integers(0, int(round((high - low) / self.ratio_step)) + 1)
+
+
+MMSEG = Augmentation()
+OFFICIAL = Augmentation(ratio_range=(0.7, 2.0), ratio_step=0.1, cat_max_ratio=None, photometric=False)
+AUGMENTATIONS = {"mmseg": MMSEG, "official": OFFICIAL}
 
 
 @dataclass(frozen=True)
@@ -72,23 +94,26 @@ def crop_box(height, width, crop, rng):
     return top, left
 
 
-def random_crop(image, label, crop, rng):
-    """A crop x crop window (smaller where the image is), where no class dominates if possible."""
+def random_crop(image, label, crop, rng, cat_max_ratio=CAT_MAX_RATIO):
+    """A crop x crop window (smaller where the image is), where no class covers more than
+    cat_max_ratio of it if possible (None: the first window drawn)."""
     for _ in range(CROP_TRIES):
         top, left = crop_box(*label.shape, crop, rng)
         window = label[top:top + crop, left:left + crop]
+        if cat_max_ratio is None:
+            break
         counts = np.bincount(window.ravel(), minlength=256)[:IGNORE]
         counts = counts[counts > 0]
-        if len(counts) > 1 and counts.max() / counts.sum() < CAT_MAX_RATIO:
+        if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
             break
     return image[top:top + crop, left:left + crop], window
 
 
-def random_geometry(image, label, rng, crop, scale=SCALE, ratio_range=RATIO_RANGE):
+def random_geometry(image, label, rng, crop, scale=SCALE, augmentation=MMSEG):
     """Random rescale, crop and horizontal flip, applied identically to image and label."""
-    ratio = rng.uniform(*ratio_range)
+    ratio = augmentation.ratio(rng)
     size = keep_ratio_size(*label.shape, (int(scale[0] * ratio), int(scale[1] * ratio)))
-    image, label = random_crop(*resize(image, label, size), crop, rng)
+    image, label = random_crop(*resize(image, label, size), crop, rng, augmentation.cat_max_ratio)
     if rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
     return image, label
@@ -130,9 +155,10 @@ def pad(image, label, crop):
     return image, label
 
 
-def train_transform(image, label, rng, normalization, crop=512, scale=SCALE):
-    image, label = random_geometry(image, label, rng, crop, scale)
-    image = photometric_distortion(image, rng)
+def train_transform(image, label, rng, normalization, crop=512, scale=SCALE, augmentation=MMSEG):
+    image, label = random_geometry(image, label, rng, crop, scale, augmentation)
+    if augmentation.photometric:
+        image = photometric_distortion(image, rng)
     return pad(normalization(image), label, crop)
 
 

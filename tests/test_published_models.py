@@ -22,13 +22,16 @@ from jittor import nn
 
 import test as test_script
 import train
+from datasets import PascalVOC
 from checkpoints import DATASET_PROTOCOLS, build_model, load_model, make_protocol, normalization_of
 from inference import Protocol, predict
-from models.checkpoint import CheckpointError, model_shapes, save_atomic
+from datasets.transforms import MIT_CAFFE
+from models.checkpoint import model_shapes, read_state_dict, save_atomic
 import numpy_reference as ref
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import convert_weights  # noqa: E402
+import make_synthetic_layouts  # noqa: E402
 import mmseg_reference  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -216,13 +219,44 @@ def test_dataset_root_of_the_wrong_layout_is_one_line(mmseg_tiny, tmp_path, caps
     assert code == 2 and err.count("\n") == 1 and "expected the ADEChallengeData2016 layout" in err
 
 
-def test_other_datasets_are_refused_by_evaluation_but_not_by_image(tmp_path, capsys):
+def test_a_converted_voc_model_evaluates_on_voc_with_its_class_names(tmp_path, capsys):
     src = write_mmseg_like(tmp_path / "ccnet_r50-d8_512x512_20k_voc12aug_x.pkl",
                            {**mmseg_state(), **voc_classifier()})
     dst = tmp_path / "voc.pkl"
     assert run(convert_weights.main, capsys, "mmseg", src, dst)[0] == 0
-    code, _, err = run(test_script.main, capsys, "--ckpt", dst, "--data-root", tmp_path)
-    assert code == 2 and "is a voc12aug model; test.py evaluates ADE20K only" in err
+    root = tmp_path / "voc"
+    make_synthetic_layouts.main(["voc", "--out", str(root), "--train", "1", "--val", "2", "--size", "64"])
+    code, out, _ = run(test_script.main, capsys, "--ckpt", dst, "--data-root", root, "--out", tmp_path / "test")
+    metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert code == 0 and metrics["protocol"]["dataset"] == "voc12aug" and metrics["protocol"]["split"] == "val"
+    assert len(metrics["IoU"]) == 21 and "mIoU (devkit, all 21)" in out
+    assert any(f"| {name} |" in out for name in PascalVOC.NAMES[1:])
+
+
+def test_official_cityscapes_model_converts_to_its_evaluate_protocol(tmp_path, capsys):
+    """A 19-class official state (the tiny fixture with a Cityscapes classifier): R as given, sliding
+    769 crops every 513 pixels over the image at its own size, BGR minus the mean, align_corners True;
+    then test.py runs it on a generated Cityscapes tree."""
+    state = read_state_dict(str(OFFICIAL_TINY))
+    rng = np.random.default_rng(0)
+    for name in ("module.head.bottleneck.3", "module.dsn.3"):  # saved from DataParallel
+        channels = state[f"{name}.weight"].shape[1]
+        state[f"{name}.weight"] = rng.standard_normal((19, channels, 1, 1)).astype(np.float32)
+        state[f"{name}.bias"] = rng.standard_normal(19).astype(np.float32)
+    src, dst = tmp_path / "CS_scenes_60000.pkl", tmp_path / "cityscapes_r1.pkl"
+    save_atomic(state, str(src))
+    assert run(convert_weights.main, capsys, "official", src, dst, "--recurrence", "1")[0] == 0
+    model, checkpoint = load_model(str(dst))
+    protocol = checkpoint["protocol"]
+    assert checkpoint["arch"]["recurrence"] == 1 and model.head.recurrence == 1
+    assert {k: protocol[k] for k in ("dataset", "mode", "crop_size", "stride", "scale", "align_corners")} == {
+        "dataset": "cityscapes", "mode": "slide", "crop_size": 769, "stride": 513, "scale": [2048, 1024],
+        "align_corners": True}
+    assert normalization_of(protocol) == MIT_CAFFE
+    root = tmp_path / "cityscapes"
+    make_synthetic_layouts.main(["cityscapes", "--out", str(root), "--train", "1", "--val", "2", "--size", "64"])
+    code, out, _ = run(test_script.main, capsys, "--ckpt", dst, "--data-root", root, "--out", tmp_path / "test")
+    assert code == 0 and "mIoU (devkit, all 19)" in out
 
 
 def voc_classifier():

@@ -153,10 +153,14 @@ def test_bad_input_is_one_line_before_any_work(data_root, tmp_path, capsys, flag
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_dataset_points_to_ade20k_and_the_demo(tmp_path, capsys):
+def test_missing_dataset_points_to_the_download_and_the_demo(tmp_path, capsys):
     assert train.main(["--backbone", "van_base", "--data-root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "no ADE20K found" in err and "nowhere/images/training" in err and "make demo" in err
+    assert "ADEChallengeData2016.zip" in err
+    assert train.main(["--backbone", "resnet101", "--preset", "cityscapes", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no Cityscapes found" in err and "leftImg8bit_trainvaltest.zip" in err
 
 
 def test_existing_work_dir_is_not_overwritten(data_root, tmp_path, capsys):

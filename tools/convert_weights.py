@@ -10,8 +10,9 @@ mmseg          a trained CCNet of mmsegmentation's model zoo (R-50/R-101-D8; mmc
                count and widths come from the tensors; the evaluation protocol from the file's
                published name (ccnet_r101-d8_512x512_80k_ade20k_...), or --protocol if renamed
 official       a state dict of the official CCNet code (ResNet-101); writes an evaluation
-               checkpoint for test.py (protocol by class count: 150 ADE20K, 19 Cityscapes 769,
-               21 VOC; --protocol to choose)
+               checkpoint for test.py (protocol by class count: 150 ADE20K, 19 Cityscapes 769
+               as its evaluate.py, 21 VOC; --protocol to choose; --recurrence 1 for its R = 1
+               model)
 mit-resnet101  the MIT ImageNet ResNet-101 (deep stem); for train.py --pretrained
 van            the official VAN-B2 ImageNet checkpoint (weights under "state_dict"); for
                train.py --pretrained
@@ -231,19 +232,27 @@ def main(argv=None):
     parser.add_argument("source", choices=sorted(SOURCES), help="which published file SRC is")
     parser.add_argument("src", help="the PyTorch checkpoint (.pth, .pth.tar, ...)")
     parser.add_argument("dst", help="the Jittor checkpoint to write (.pkl)")
+    parser.add_argument("--recurrence", type=int,
+                        help=f"mmseg, official: the recurrence R the model was trained with; the weights do not "
+                             f"store it (default {RECURRENCE}; the official R = 1 Cityscapes model needs 1)")
     parser.add_argument("--protocol", choices=sorted(DATASET_PROTOCOLS),
                         help="mmseg, official: the dataset and crop the model was trained for "
                              "(default: from the file name or the class count)")
     args = parser.parse_args(argv)
     if not args.dst.endswith(".pkl"):
         parser.error(f"dst must end with .pkl (Jittor's checkpoint format), got {args.dst}")
-    if args.protocol and args.source in BACKBONE_SOURCES:
-        parser.error(f"--protocol applies to trained segmenters (mmseg, official), not to {args.source}")
+    for flag in ("protocol", "recurrence"):
+        if getattr(args, flag) is not None and args.source in BACKBONE_SOURCES:
+            parser.error(f"--{flag} applies to trained segmenters (mmseg, official), not to {args.source}")
+    if args.recurrence is not None and args.recurrence < 0:
+        parser.error(f"--recurrence must be 0 or more, got {args.recurrence}")
     try:
         state, skipped, arch, protocol = convert(args.source, args.src, args.protocol)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.recurrence is not None:
+        arch["recurrence"] = args.recurrence
     write(args.dst, state, arch, protocol, args.src)
     count = sum(int(np.prod(v.shape)) for v in state.values())
     print(f"{args.dst}: {len(state)} tensors ({count / 1e6:.2f}M values) from {args.src}")

@@ -28,7 +28,8 @@ import make_synthetic_ade20k as synthetic  # noqa: E402
 import show_attention  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
-from datasets.ade20k import list_split, read_annotation, read_image  # noqa: E402
+from datasets.ade20k import list_split, read_annotation  # noqa: E402
+from datasets.segmentation import read_image  # noqa: E402
 from datasets.ade20k_classes import NAMES  # noqa: E402
 
 DATA = "data/synthetic"

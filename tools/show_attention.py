@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from datasets import DatasetError  # noqa: E402
-from datasets.ade20k import read_image  # noqa: E402
+from datasets.segmentation import read_image  # noqa: E402
 from datasets import transforms as T  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from checkpoints import load_model, normalization_of  # noqa: E402
