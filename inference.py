@@ -71,12 +71,13 @@ def slide_logits(model, image, crop, stride, align_corners):
     return jt.array((total / count)[None])
 
 
-def scale_logits(model, image, protocol):
-    """Logits [1, K, h, w] of one normalised image [3, h, w], at its own size."""
+def scale_logits(model, image, protocol, size):
+    """Logits [1, K, H, W] of one normalised image [3, h, w], resized to it and then to `size`."""
     x = jt.array(image[None])
     if protocol.mode == "whole":
-        return resize_bilinear(model(x), image.shape[1:], protocol.align_corners)
-    return slide_logits(model, x, protocol.crop_size, protocol.stride, protocol.align_corners)
+        return resize_bilinear(model(x), size, protocol.align_corners, via=(image.shape[1:],))
+    logits = slide_logits(model, x, protocol.crop_size, protocol.stride, protocol.align_corners)
+    return resize_bilinear(logits, size, protocol.align_corners)
 
 
 def predict(model, image, normalization, protocol):
@@ -89,8 +90,7 @@ def predict(model, image, normalization, protocol):
             resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, scale))
             for flipped in ((False, True) if protocol.flip else (False,)):
                 view = np.ascontiguousarray(resized[:, ::-1]) if flipped else resized
-                logits = resize_bilinear(scale_logits(model, normalization(view), protocol), (height, width),
-                                         protocol.align_corners)
+                logits = scale_logits(model, normalization(view), protocol, (height, width))
                 probs = nn.softmax(logits, dim=1).numpy()[0]
                 if flipped:
                     probs = probs[:, :, ::-1]

@@ -33,14 +33,28 @@ def interpolation_matrix(size_in, size_out, align_corners):
     return matrix
 
 
-def resize_bilinear(x, size, align_corners=False):
-    """x [N, C, H, W] -> [N, C, size[0], size[1]]."""
+def chained_matrix(size_in, sizes, align_corners):
+    """[sizes[-1], size_in]: the 1-D resizes to sizes[0], then sizes[1], ... as one matrix."""
+    matrix = np.eye(size_in)
+    for size in sizes:
+        if size != matrix.shape[0]:
+            matrix = interpolation_matrix(matrix.shape[0], size, align_corners) @ matrix
+    return matrix
+
+
+def resize_bilinear(x, size, align_corners=False, via=()):
+    """x [N, C, H, W] -> [N, C, size[0], size[1]].
+
+    `via`: sizes (h, w) to pass through first, as if resized to each in turn; being linear, the
+    chain is one resize by the product of its matrices (evaluation resizes logits to the resized
+    image and then to the original: the full-resolution step would cost ten times the rest)."""
     n, c, h, w = x.shape
     out_h, out_w = size
-    if (out_h, out_w) == (h, w):
+    sizes = tuple(via) + (tuple(size),)
+    if all(tuple(s) == (h, w) for s in sizes):
         return x
-    rows = jt.array(interpolation_matrix(h, out_h, align_corners)).cast(x.dtype)
-    cols = jt.array(interpolation_matrix(w, out_w, align_corners)).cast(x.dtype)
+    rows = jt.array(chained_matrix(h, [s[0] for s in sizes], align_corners)).cast(x.dtype)
+    cols = jt.array(chained_matrix(w, [s[1] for s in sizes], align_corners)).cast(x.dtype)
     t = jt.matmul(x.reshape(n * c * h, w), cols.transpose())            # [N C H, out_w]
     t = t.reshape(n * c, h, out_w).transpose(0, 2, 1).reshape(n * c * out_w, h)
     t = jt.matmul(t, rows.transpose())                                   # [N C out_w, out_h]

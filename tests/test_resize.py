@@ -47,3 +47,15 @@ def test_resize_gradient_is_the_adjoint_of_the_reference(align_corners):
 def test_same_size_is_returned_unchanged():
     x = jt.randn(1, 2, 5, 6)
     assert resize_bilinear(x, (5, 6)) is x
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_resizing_via_sizes_is_resizing_to_each_in_turn(float64, align_corners):
+    x = np.random.default_rng(2).standard_normal((1, 3, 6, 9))
+    expected = x
+    for size in ((48, 72), (37, 50)):
+        expected = ref.bilinear_resize(expected, *size, align_corners=align_corners)
+    ours = resize_bilinear(jt.array(x), (37, 50), align_corners, via=((48, 72),)).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+    same = resize_bilinear(jt.array(x), (6, 9), align_corners, via=((6, 9),))
+    np.testing.assert_array_equal(same.numpy(), x)
