@@ -37,7 +37,8 @@ test: warm
 demo: warm
 	$(PY) tools/demo.py
 
-# R = 0, 1, 2 on the generated long-range dataset, three seeds each (about 35 minutes here).
+# R = 0, 1, 2 on generated pictures whose labels only context decides, three seeds each (about 5 minutes
+# here once Jittor's kernels are compiled).
 ablation: warm
 	$(PY) tools/ablation.py
 
