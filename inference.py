@@ -22,7 +22,7 @@ from jittor import nn
 
 from datasets import transforms as T
 from metrics import SegmentationMetrics
-from models.resize import resize_bilinear
+from models.resize import chained_matrix, interpolation_matrix, resize_bilinear, separable_map
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,37 @@ def tile_starts(size, crop, stride):
     return starts + [size - crop]
 
 
-def slide_logits(model, image, crop, stride, align_corners):
-    """Average of the logits of every crop x crop window (resized to the window), image [1,3,H,W]."""
+def window_matrix(full, start, crop, starts, logits_size, out_size, align_corners):
+    """[out_size, logits_size]: along one axis, a window's logits resized to the window, placed at
+    `start` in the image, divided by how many windows cover each position, and resized to out_size."""
+    extent = min(crop, full - start)
+    placed = np.zeros((full, logits_size))
+    placed[start:start + extent] = interpolation_matrix(logits_size, extent, align_corners)
+    coverage = np.zeros(full)
+    for s in starts:
+        coverage[s:s + crop] += 1
+    return chained_matrix(full, [out_size], align_corners) @ (placed / coverage[:, None])
+
+
+def slide_logits(model, image, crop, stride, align_corners, size):
+    """The average of the logits of every crop x crop window of image [1, 3, H, W] (each resized to
+    its window) where windows overlap, resized to `size`.
+
+    The windows form a grid, so the number covering a pixel is (row windows covering its row) x
+    (column windows covering its column): resizing, placing, averaging and the final resize are then
+    one linear map along rows and one along columns per window, and each window's logits go to
+    `size` in one separable product instead of through a full-resolution canvas."""
     _, _, h, w = image.shape
-    total, count = None, np.zeros((h, w), np.float32)
-    for top in tile_starts(h, crop, stride):
-        for left in tile_starts(w, crop, stride):
-            window = image[:, :, top:top + crop, left:left + crop]
-            wh, ww = window.shape[2:]
-            logits = resize_bilinear(model(window), (wh, ww), align_corners).numpy()[0]
-            if total is None:
-                total = np.zeros((logits.shape[0], h, w), np.float32)
-            total[:, top:top + wh, left:left + ww] += logits
-            count[top:top + wh, left:left + ww] += 1
-    return jt.array((total / count)[None])
+    row_starts, column_starts = tile_starts(h, crop, stride), tile_starts(w, crop, stride)
+    total = None
+    for top in row_starts:
+        for left in column_starts:
+            logits = model(image[:, :, top:top + crop, left:left + crop])
+            lh, lw = logits.shape[2:]
+            out = separable_map(logits, window_matrix(h, top, crop, row_starts, lh, size[0], align_corners),
+                                window_matrix(w, left, crop, column_starts, lw, size[1], align_corners))
+            total = out if total is None else total + out
+    return total
 
 
 def scale_logits(model, image, protocol, size):
@@ -76,8 +93,7 @@ def scale_logits(model, image, protocol, size):
     x = jt.array(image[None])
     if protocol.mode == "whole":
         return resize_bilinear(model(x), size, protocol.align_corners, via=(image.shape[1:],))
-    logits = slide_logits(model, x, protocol.crop_size, protocol.stride, protocol.align_corners)
-    return resize_bilinear(logits, size, protocol.align_corners)
+    return slide_logits(model, x, protocol.crop_size, protocol.stride, protocol.align_corners, size)
 
 
 def predict(model, image, normalization, protocol):

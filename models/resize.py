@@ -48,13 +48,20 @@ def resize_bilinear(x, size, align_corners=False, via=()):
     `via`: sizes (h, w) to pass through first, as if resized to each in turn; being linear, the
     chain is one resize by the product of its matrices (evaluation resizes logits to the resized
     image and then to the original: the full-resolution step would cost ten times the rest)."""
-    n, c, h, w = x.shape
-    out_h, out_w = size
+    _, _, h, w = x.shape
     sizes = tuple(via) + (tuple(size),)
     if all(tuple(s) == (h, w) for s in sizes):
         return x
-    rows = jt.array(chained_matrix(h, [s[0] for s in sizes], align_corners)).cast(x.dtype)
-    cols = jt.array(chained_matrix(w, [s[1] for s in sizes], align_corners)).cast(x.dtype)
+    return separable_map(x, chained_matrix(h, [s[0] for s in sizes], align_corners),
+                         chained_matrix(w, [s[1] for s in sizes], align_corners))
+
+
+def separable_map(x, rows, cols):
+    """rows @ x[n, c] @ cols^T for every map of x [N, C, H, W]; rows [out_h, H] and cols [out_w, W]
+    are NumPy (float64, cast to x's dtype)."""
+    n, c, h, w = x.shape
+    out_h, out_w = rows.shape[0], cols.shape[0]
+    rows, cols = (jt.array(m).cast(x.dtype) for m in (rows, cols))
     t = jt.matmul(x.reshape(n * c * h, w), cols.transpose())            # [N C H, out_w]
     t = t.reshape(n * c, h, out_w).transpose(0, 2, 1).reshape(n * c * out_w, h)
     t = jt.matmul(t, rows.transpose())                                   # [N C out_w, out_h]
