@@ -10,7 +10,8 @@ backward, SGD step) and whole-image eval. The PyTorch side (bench/torch_cca.py,
 bench/torch_models.py) runs when torch is importable (`pip install torch==2.13.0`).
 
 Each measurement runs in a fresh process, so its peak memory is its own: the rise of the peak
-resident set (VmHWM) over what the process held once model and inputs existed. Times are medians
+resident set (VmHWM) over what the process held once model and inputs existed (Jittor's
+parameters are computed before that baseline, as PyTorch's are when the model is built). Times are medians
 of --repeats runs after two warm-up runs (the first one compiles Jittor's kernels); "first run"
 is that first warm-up, compile included.
 """
@@ -93,6 +94,8 @@ def jittor_model_step(backbone, mode, shape):
     from models import build_ccnet
     model = build_ccnet(backbone, num_classes=150)
     x = jt.randn(shape)
+    for parameter in model.parameters():  # Jittor initialises lazily; PyTorch's exist at once
+        parameter.sync()
     if mode == "eval":
         model.eval()
 
