@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import jittor_env
@@ -129,3 +130,42 @@ def test_exit_does_not_hang_on_a_killed_compiler_pool():
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the pool's processes")
+
+
+def test_pointwise_convolution_patch_applies_once_to_jittors_file(tmp_path):
+    """The installed file is already fixed (importing jittor_env did it); undone on a copy, the fix
+    gives that file back, and a second application changes nothing."""
+    import jittor_cuda
+    source, version = jittor_cuda.jittor_package()
+    path = jittor_env.POINTWISE_CONVOLUTION[0].path
+    installed = open(os.path.join(source, path)).read()
+    original = installed
+    for patch in jittor_env.POINTWISE_CONVOLUTION:
+        assert installed.count(patch.new) == 1
+        original = original.replace(patch.new, patch.old)
+    copy = tmp_path / path
+    copy.parent.mkdir(parents=True)
+    copy.write_text(original)
+    assert jittor_cuda.apply_patches(str(tmp_path), jittor_env.POINTWISE_CONVOLUTION, version) == [path]
+    assert copy.read_text() == installed
+    assert jittor_cuda.apply_patches(str(tmp_path), jittor_env.POINTWISE_CONVOLUTION, version) == []
+
+
+@pytest.mark.parametrize("stride,bias", [(1, False), (2, True)])
+def test_pointwise_convolution_and_its_gradients_match_numpy(stride, bias):
+    rng = np.random.default_rng(stride)
+    x = rng.standard_normal((2, 48, 9, 10)).astype(np.float32)
+    upstream = rng.standard_normal((2, 32, (9 - 1) // stride + 1, (10 - 1) // stride + 1))
+    conv = nn.Conv2d(48, 32, 1, stride=stride, bias=bias)
+    x_var = jt.array(x)
+    y = conv(x_var)
+    grads = jt.grad((y * jt.array(upstream.astype(np.float32))).sum(), [x_var, conv.weight])
+    w = conv.weight.numpy()[:, :, 0, 0].astype(np.float64)
+    sampled = x[:, :, ::stride, ::stride].astype(np.float64)
+    expected = np.einsum("oc,nchw->nohw", w, sampled) + (conv.bias.numpy()[None, :, None, None] if bias else 0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=1e-4)
+    grad_x = np.zeros(x.shape)
+    grad_x[:, :, ::stride, ::stride] = np.einsum("oc,nohw->nchw", w, upstream)
+    np.testing.assert_allclose(grads[0].numpy(), grad_x, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(grads[1].numpy()[:, :, 0, 0], np.einsum("nohw,nchw->oc", upstream, sampled),
+                               rtol=0, atol=1e-3)
