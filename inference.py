@@ -55,16 +55,23 @@ def tile_starts(size, crop, stride):
     return starts + [size - crop]
 
 
-def window_matrix(full, start, crop, starts, logits_size, out_size, align_corners):
+def coverage(full, crop, starts):
+    """How many windows of `crop` starting at `starts` cover each of `full` positions."""
+    count = np.zeros(full)
+    for start in starts:
+        count[start:start + crop] += 1
+    return count
+
+
+def window_matrix(start, crop, count, logits_size, out_size, align_corners):
     """[out_size, logits_size]: along one axis, a window's logits resized to the window, placed at
-    `start` in the image, divided by how many windows cover each position, and resized to out_size."""
+    `start` in the image, divided by how many windows cover each position (`count`), and resized to
+    out_size."""
+    full = len(count)
     extent = min(crop, full - start)
     placed = np.zeros((full, logits_size))
     placed[start:start + extent] = interpolation_matrix(logits_size, extent, align_corners)
-    coverage = np.zeros(full)
-    for s in starts:
-        coverage[s:s + crop] += 1
-    return chained_matrix(full, [out_size], align_corners) @ (placed / coverage[:, None])
+    return chained_matrix(full, [out_size], align_corners) @ (placed / count[:, None])
 
 
 def slide_logits(model, image, crop, stride, align_corners, size):
@@ -77,13 +84,14 @@ def slide_logits(model, image, crop, stride, align_corners, size):
     `size` in one separable product instead of through a full-resolution canvas."""
     _, _, h, w = image.shape
     row_starts, column_starts = tile_starts(h, crop, stride), tile_starts(w, crop, stride)
+    row_count, column_count = coverage(h, crop, row_starts), coverage(w, crop, column_starts)
     total = None
     for top in row_starts:
         for left in column_starts:
             logits = model(image[:, :, top:top + crop, left:left + crop])
             lh, lw = logits.shape[2:]
-            out = separable_map(logits, window_matrix(h, top, crop, row_starts, lh, size[0], align_corners),
-                                window_matrix(w, left, crop, column_starts, lw, size[1], align_corners))
+            out = separable_map(logits, window_matrix(top, crop, row_count, lh, size[0], align_corners),
+                                window_matrix(left, crop, column_count, lw, size[1], align_corners))
             total = out if total is None else total + out
     return total
 

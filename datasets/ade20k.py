@@ -14,7 +14,7 @@ import numpy as np
 
 from . import transforms as T
 from .ade20k_classes import CLASSES, NAMES, PALETTE
-from .segmentation import DatasetError, SegmentationDataset, check_pairs, check_values, read_label_png
+from .segmentation import DatasetError, SegmentationDataset, check_pairs, check_values, read_label_png, stems
 
 SPLITS = {"training": "training", "train": "training", "validation": "validation", "val": "validation"}
 NUM_CLASSES = 150
@@ -28,10 +28,6 @@ def to_train_ids(annotation):
     return label.astype(np.uint8)
 
 
-def _stems(folder, suffix):
-    return {name[:-len(suffix)] for name in os.listdir(folder) if name.endswith(suffix)}
-
-
 def list_split(root, split):
     """Sorted (image path, annotation path) pairs of a split, after checking that they pair up."""
     if split not in SPLITS:
@@ -42,7 +38,7 @@ def list_split(root, split):
         if not os.path.isdir(folder):
             raise DatasetError(f"{folder}: no such folder; expected the ADEChallengeData2016 layout "
                                f"root/images/{SPLITS[split]} and root/annotations/{SPLITS[split]}")
-    images, labels = _stems(image_dir, ".jpg"), _stems(label_dir, ".png")
+    images, labels = stems(image_dir, ".jpg"), stems(label_dir, ".png")
     check_pairs(images, labels, image_dir, label_dir, ".jpg", ".png")
     if not images:
         raise DatasetError(f"{image_dir}: the split is empty (no .jpg files)")

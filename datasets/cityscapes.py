@@ -14,7 +14,8 @@ import os
 
 import numpy as np
 
-from .segmentation import DatasetError, SegmentationDataset, check_pairs, check_values, named, read_label_png
+from .segmentation import (DatasetError, SegmentationDataset, check_pairs, check_values, named, read_label_png,
+                           stems)
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
@@ -41,14 +42,10 @@ def _subfolders(folder):
     return {name for name in os.listdir(folder) if os.path.isdir(os.path.join(folder, name))}
 
 
-def _stems(folder, suffix):
-    return {name[:-len(suffix)] for name in os.listdir(folder) if name.endswith(suffix)}
-
-
 def list_city(image_dir, label_dir):
     """(image, label) pairs of one city folder; the train-id label where both kinds exist."""
-    images = _stems(image_dir, IMAGE_SUFFIX)
-    train_ids, ids = _stems(label_dir, TRAIN_ID_SUFFIX), _stems(label_dir, ID_SUFFIX)
+    images = stems(image_dir, IMAGE_SUFFIX)
+    train_ids, ids = stems(label_dir, TRAIN_ID_SUFFIX), stems(label_dir, ID_SUFFIX)
     check_pairs(images, train_ids | ids, image_dir, label_dir, IMAGE_SUFFIX, "_gtFine_*.png")
     return [(os.path.join(image_dir, s + IMAGE_SUFFIX),
              os.path.join(label_dir, s + (TRAIN_ID_SUFFIX if s in train_ids else ID_SUFFIX))) for s in sorted(images)]

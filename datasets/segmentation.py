@@ -13,6 +13,8 @@ draw gives is fixed by the seed alone, whatever the number of worker processes, 
 schedule of any length is the draws 0 .. iters * batch - 1 (datasets/loader.py batches them);
 resuming starts at a later draw.
 """
+import os
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -31,6 +33,11 @@ def named(names, suffix=""):
     names = sorted(names)
     more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
     return ", ".join(n + suffix for n in names[:SHOWN_NAMES]) + more
+
+
+def stems(folder, suffix):
+    """Names in `folder` that end with `suffix`, without it."""
+    return {name[:-len(suffix)] for name in os.listdir(folder) if name.endswith(suffix)}
 
 
 def check_pairs(images, labels, image_dir, label_dir, image_suffix, label_suffix):
