@@ -21,11 +21,14 @@ are set here, before that import, and never over a value the user already set:
   the first time after that, `np.finfo` (matplotlib, `np.nan_to_num`) warns that the smallest
   subnormal is zero.
 * SIGCHLD gets its default action back (Jittor's handler ends the process when a child is killed).
+* A crash (SIGSEGV, SIGBUS, SIGILL, SIGFPE) prints Python's traceback and ends the process
+  (`end_on_crash`); Jittor's own handler could hang in gdb or in exit() instead.
 * Jittor's kernel-compiling process pool is ended at exit by killing its processes
   (`end_compiler_pool`), not by `Pool.terminate`, which waits forever when a signal sent to the
   whole process group (Ctrl-C, `kill -TERM -PGID`, a batch scheduler) has killed one of them.
 """
 import atexit
+import faulthandler
 import importlib.metadata
 import json
 import os
@@ -189,6 +192,25 @@ if _use_gpu:
 # workers, Jittor's compiler pool at exit and the tests' processes are ended on purpose, and the
 # code that started each of them reports a death it did not ask for.
 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def end_on_crash():
+    """Make a crash end the process at once, with Python's traceback of every thread.
+
+    Jittor's handler for SIGSEGV and the like attaches gdb to the process and then calls exit()
+    from inside the handler, which runs destructors while other threads still hold their locks:
+    a crashed test run then hung until the batch system's time limit instead of failing."""
+    if faulthandler.is_enabled():  # enabled before Jittor replaced its handlers (-X faulthandler)
+        faulthandler.disable()
+    for fatal in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        signal.signal(fatal, signal.SIG_DFL)
+    try:
+        faulthandler.enable()
+    except (AttributeError, OSError, RuntimeError, ValueError):  # a stderr without a file (None, notebook)
+        pass
+
+
+end_on_crash()
 
 
 def end_compiler_pool():

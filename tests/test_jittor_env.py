@@ -169,3 +169,23 @@ def test_pointwise_convolution_and_its_gradients_match_numpy(stride, bias):
     np.testing.assert_allclose(grads[0].numpy(), grad_x, rtol=0, atol=1e-4)
     np.testing.assert_allclose(grads[1].numpy()[:, :, 0, 0], np.einsum("nohw,nchw->oc", upstream, sampled),
                                rtol=0, atol=1e-3)
+
+
+CRASH = """
+import ctypes, sys
+sys.path.insert(0, {root!r})
+import jittor_env
+ctypes.string_at(0)  # reads address 0: SIGSEGV
+"""
+
+
+@pytest.mark.parametrize("options", [[], ["-X", "faulthandler"]])
+def test_a_crash_ends_the_process_with_a_python_traceback(options):
+    """Not Jittor's handler, which attached gdb and called exit() inside the handler (a crashed
+    test run hung there until the time limit)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run([sys.executable, *options, "-c", CRASH.format(root=root)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == -signal.SIGSEGV, run.stderr
+    assert "Fatal Python error: Segmentation fault" in run.stderr
+    assert 'File "<string>", line 5' in run.stderr
