@@ -1,5 +1,5 @@
 """Batch normalisation with its activation as CPU kernels on both cores: the same function as the
-plain formulation in models.norm, in four passes over the map instead of Jittor's ten or so.
+plain formulation in models.norm, in four passes over the map instead of Jittor's dozen.
 
 Jittor's fused element-wise kernels run on one core and its autograd of a batch norm makes about
 ten of them per layer; here every pass is one OpenMP loop over channels or (image, channel) planes:
