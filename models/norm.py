@@ -12,8 +12,6 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from . import norm_cpu
-
 ACTIVATIONS = ("leaky_relu", "relu", "identity")
 
 
@@ -36,18 +34,12 @@ class ABN(nn.Module):
 
     def _batch_statistics(self, x):
         """Per-channel mean and biased variance over N, H, W (across processes under MPI)."""
-        if norm_cpu.available(x):
-            mean, var = norm_cpu.moments(x)
-            if jt.in_mpi:  # equal batches: the variance about the global mean, exactly
-                local_mean, mean = mean, mean.mpi_all_reduce("mean")
-                var = (var + (local_mean - mean).sqr()).mpi_all_reduce("mean")
-        else:
-            mean = x.mean(dims=(0, 2, 3))
-            if jt.in_mpi:
-                mean = mean.mpi_all_reduce("mean")
-            var = (x - mean.reshape(1, -1, 1, 1)).sqr().mean(dims=(0, 2, 3))
-            if jt.in_mpi:
-                var = var.mpi_all_reduce("mean")
+        mean = x.mean(dims=(0, 2, 3))
+        if jt.in_mpi:
+            mean = mean.mpi_all_reduce("mean")
+        var = (x - mean.reshape(1, -1, 1, 1)).sqr().mean(dims=(0, 2, 3))
+        if jt.in_mpi:
+            var = var.mpi_all_reduce("mean")
         count = x.numel() // x.shape[1] * jt.world_size
         unbiased = var * (count / max(count - 1, 1))
         self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
@@ -60,8 +52,6 @@ class ABN(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
-        if self.is_train and norm_cpu.available(x):
-            return norm_cpu.NormActivation(self.activation, self.slope, self.eps)(x, weight, self.bias, mean, var)
         scale = weight / jt.sqrt(var + self.eps)
         shift = self.bias - mean * scale
         y = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
