@@ -283,7 +283,7 @@ def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path, launch
     bad.write_bytes(bad.read_bytes()[:2000])
     run = launch(*tiny_run(str(root), tmp_path / "run", "--workers", "2"))  # batch 2: kernels compiled above
     _, err = finish(run, 120)
-    assert run.returncode == 1
+    assert run.returncode == 1, err[-3000:]
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith(f"error: {bad}: unreadable image")
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
