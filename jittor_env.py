@@ -198,8 +198,8 @@ def end_on_crash():
     """Make a crash end the process at once, with Python's traceback of every thread.
 
     Jittor's handler for SIGSEGV and the like attaches gdb to the process and then calls exit()
-    from inside the handler, which runs destructors while other threads still hold their locks:
-    a crashed test run then hung until the batch system's time limit instead of failing."""
+    from inside the handler (neither is safe there): a crashed test run hung in it until the
+    batch system's time limit instead of failing."""
     if faulthandler.is_enabled():  # enabled before Jittor replaced its handlers (-X faulthandler)
         faulthandler.disable()
     for fatal in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
