@@ -13,6 +13,7 @@ from jittor import nn
 
 from process_helpers import live_processes_in_group, wait_for
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for child processes
 START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME", "cache_name")
 
 
@@ -122,8 +123,7 @@ time.sleep(0.5)
 
 
 def test_exit_does_not_hang_on_a_killed_compiler_pool():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.Popen([sys.executable, "-c", COMPILER_POOL_KILLED.format(root=root)], start_new_session=True)
+    run = subprocess.Popen([sys.executable, "-c", COMPILER_POOL_KILLED.format(root=ROOT)], start_new_session=True)
     try:
         assert run.wait(timeout=60) == 0
     finally:
@@ -183,8 +183,7 @@ ctypes.string_at(0)  # reads address 0: SIGSEGV
 def test_a_crash_ends_the_process_with_a_python_traceback(options):
     """Not Jittor's handler, which attached gdb and called exit() inside the handler (a crashed
     test run hung there until the time limit)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = subprocess.run([sys.executable, *options, "-c", CRASH.format(root=root)],
+    run = subprocess.run([sys.executable, *options, "-c", CRASH.format(root=ROOT)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == -signal.SIGSEGV, run.stderr
     assert "Fatal Python error: Segmentation fault" in run.stderr
