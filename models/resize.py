@@ -58,11 +58,15 @@ def resize_bilinear(x, size, align_corners=False, via=()):
 
 def separable_map(x, rows, cols):
     """rows @ x[n, c] @ cols^T for every map of x [N, C, H, W]; rows [out_h, H] and cols [out_w, W]
-    are NumPy (float64, cast to x's dtype)."""
+    are NumPy (float64, cast to x's dtype).
+
+    Rows first, on the input transposed: the only transposes (and their gradients') are of the
+    input and of the half-resized map, never of the output, which upsampling makes the largest."""
     n, c, h, w = x.shape
     out_h, out_w = rows.shape[0], cols.shape[0]
     rows, cols = (jt.array(m).cast(x.dtype) for m in (rows, cols))
-    t = jt.matmul(x.reshape(n * c * h, w), cols.transpose())            # [N C H, out_w]
-    t = t.reshape(n * c, h, out_w).transpose(0, 2, 1).reshape(n * c * out_w, h)
-    t = jt.matmul(t, rows.transpose())                                   # [N C out_w, out_h]
-    return t.reshape(n, c, out_w, out_h).transpose(0, 1, 3, 2)
+    t = x.reshape(n * c, h, w).transpose(0, 2, 1).reshape(n * c * w, h)
+    t = jt.matmul(t, rows.transpose())                                   # [N C W, out_h]
+    t = t.reshape(n * c, w, out_h).transpose(0, 2, 1).reshape(n * c * out_h, w)
+    t = jt.matmul(t, cols.transpose())                                   # [N C out_h, out_w]
+    return t.reshape(n, c, out_h, out_w)
