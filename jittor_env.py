@@ -15,6 +15,8 @@ are set here, before that import, and never over a value the user already set:
   start with one line saying why; Jittor never falls back to its 100x slower convolutions.
 * Jittor's own log (`log_silent`) is off unless `CCNET_VERBOSE=1`.
 * Jittor's kernel cache is one folder (`cache_name=default`), not one per git branch of the checkout.
+* Jittor does not import torch at start-up (`FIX_TORCH_ERROR=0`), which it otherwise does whenever
+  torch is installed.
 * Jittor 1.3.11's oneDNN convolution runs 1x1 kernels in the caller's plain layout, without the
   two reorders per call that made them up to 2x slower than PyTorch's (`POINTWISE_CONVOLUTION`).
 * NumPy's float limits are computed before Jittor's CPU kernels switch denormals off: asked for
@@ -169,6 +171,10 @@ def configure_environment():
     # project's own branch when .venv sits in the checkout, so every branch switch recompiled
     # Jittor's core and kernels.
     os.environ.setdefault("cache_name", "default")
+    # Jittor imports torch at start-up whenever it is installed (its FIX_TORCH_ERROR) and ORs
+    # RTLD_DEEPBIND into os.RTLD_GLOBAL for the rest of the process: a second of start-up and
+    # torch's libraries in every process, for nothing this project runs.
+    os.environ.setdefault("FIX_TORCH_ERROR", "0")
     return use_gpu
 
 

@@ -1,4 +1,5 @@
 """The Jittor bootstrap: offline CPU start, oneDNN really in use, the user's settings win, a clean exit."""
+import importlib.util
 import os
 import signal
 import subprocess
@@ -14,7 +15,8 @@ from jittor import nn
 from process_helpers import live_processes_in_group, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for child processes
-START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME", "cache_name")
+START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME", "cache_name",
+                   "FIX_TORCH_ERROR")
 
 
 @pytest.fixture
@@ -46,6 +48,18 @@ def test_cpu_machine_hides_nvcc_and_quiets_log(clean_environment, monkeypatch, t
     assert clean_environment["log_silent"] == "1"
     assert "use_mkl" not in clean_environment  # oneDNN was linked, so Jittor may use it
     assert clean_environment["cache_name"] == "default"
+    assert clean_environment["FIX_TORCH_ERROR"] == "0"
+
+
+def test_jittor_starts_without_importing_torch():
+    """Jittor 1.3.11 imports an installed torch at start-up and ORs RTLD_DEEPBIND into
+    os.RTLD_GLOBAL unless FIX_TORCH_ERROR=0."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed, so Jittor cannot import it")
+    code = (f"import os, sys; sys.path.insert(0, {ROOT!r}); import jittor_env; "
+            "print('torch' in sys.modules, bool(os.RTLD_GLOBAL & os.RTLD_DEEPBIND))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.stdout.split() == ["False", "False"], run.stderr
 
 
 def test_the_kernel_cache_does_not_follow_the_git_branch():
