@@ -33,7 +33,7 @@ test: warm
 	$(PY) tests/check_report.py $(REPORT)
 
 # Generated data, a small CCNet trained on the CPU, its evaluation and pictures (about 13 minutes
-# on a fresh clone here, 9 once Jittor's caches are warm).
+# on a fresh clone here, 7 once Jittor's caches are warm).
 demo: warm
 	$(PY) tools/demo.py
 
