@@ -19,6 +19,9 @@ are set here, before that import, and never over a value the user already set:
   torch is installed.
 * Jittor 1.3.11's oneDNN convolution runs 1x1 kernels in the caller's plain layout, without the
   two reorders per call that made them up to 2x slower than PyTorch's (`POINTWISE_CONVOLUTION`).
+* Jittor 1.3.11's parallel op compiler runs its two graph-changing tuners one thread at a time:
+  its threads changed the shared graph at once and crashed about one process in 50 on its first
+  step (`SERIAL_RELAY_TUNERS`; where it cannot be applied, `use_parallel_op_compiler=0`).
 * NumPy's float limits are computed before Jittor's CPU kernels switch denormals off: asked for
   the first time after that, `np.finfo` (matplotlib, `np.nan_to_num`) warns that the smallest
   subnormal is zero.
@@ -139,15 +142,51 @@ POINTWISE_CONVOLUTION = (
 )
 
 
-def speed_up_pointwise_convolutions():
-    """Apply POINTWISE_CONVOLUTION to the installed Jittor 1.3.11 (once; Jittor recompiles the op).
-    Another Jittor version, a changed file or a read-only install is left as it is: only speed is lost."""
+# Jittor 1.3.11 makes the source of new kernels in several threads at once (its parallel op
+# compiler, also at each process's first step with a warm cache). Two of the tuners that run there
+# change the graph that the threads share: a matrix product or convolution relayed to oneDNN or
+# cuDNN becomes a new operator on variables that other threads' kernels also read (their edges and
+# reference counts), and the relay search marks nodes with one global traversal flag. One process
+# in about 50 crashed (SIGSEGV in VarRelayManager::get_relay_src) or failed a check
+# (`op_compiler.cc:832`) on its first training step. The fix runs those two tuners one thread at a
+# time; the rest of the source making and the C++ compiler still run in parallel.
+SERIAL_RELAY_TUNERS = (
+    jittor_cuda.Patch(
+        "src/opt/tuner_manager.cc",
+        '#include "opt/tuner/conv_tuner.h"\n',
+        '#include "opt/tuner/conv_tuner.h"\n'
+        f"#include <mutex>  // {jittor_cuda.MARK} for the relaying tuners' lock\n",
+        "cpu"),
+    jittor_cuda.Patch(
+        "src/opt/tuner_manager.cc",
+        "    run_tuner<MatmulTuner>(&pm);\n"
+        "    run_tuner<ConvTuner>(&pm);\n",
+        f"    // {jittor_cuda.MARK} these two add operators to the graph that the parallel op\n"
+        "    // compiler's threads share: one thread at a time.\n"
+        "    static std::mutex relay_lock;\n"
+        "    {\n"
+        "        std::lock_guard<std::mutex> relay_guard(relay_lock);\n"
+        "        run_tuner<MatmulTuner>(&pm);\n"
+        "        run_tuner<ConvTuner>(&pm);\n"
+        "    }\n",
+        "cpu"),
+)
+JITTOR_FIXES = POINTWISE_CONVOLUTION + SERIAL_RELAY_TUNERS
+
+
+def fix_jittor():
+    """Apply JITTOR_FIXES to the installed Jittor 1.3.11 (once; Jittor recompiles what changed).
+    Where they cannot be applied (another Jittor version, a changed file, a read-only install),
+    Jittor compiles one kernel at a time instead (a slower cold start; no race) and 1x1
+    convolutions keep Jittor's own layout (slower)."""
     try:
         jittor_dir, version = jittor_cuda.jittor_package()
         if version == jittor_cuda.JITTOR_VERSION:
-            jittor_cuda.apply_patches(jittor_dir, POINTWISE_CONVOLUTION, version)
+            jittor_cuda.apply_patches(jittor_dir, JITTOR_FIXES, version)
+            return
     except (jittor_cuda.GpuSetupError, OSError, importlib.metadata.PackageNotFoundError):
         pass
+    os.environ.setdefault("use_parallel_op_compiler", "0")
 
 
 def configure_environment():
@@ -159,7 +198,7 @@ def configure_environment():
         GPU_STACK = jittor_cuda.configure(os.environ, cache)
     else:
         os.environ.setdefault("nvcc_path", "")
-    speed_up_pointwise_convolutions()
+    fix_jittor()
     if "use_mkl" not in os.environ and not link_onednn():
         os.environ["use_mkl"] = "0"
         if not use_gpu:

@@ -16,7 +16,7 @@ from process_helpers import live_processes_in_group, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, for child processes
 START_VARIABLES = ("nvcc_path", "use_mkl", "log_silent", "CCNET_VERBOSE", "JITTOR_HOME", "cache_name",
-                   "FIX_TORCH_ERROR")
+                   "FIX_TORCH_ERROR", "use_parallel_op_compiler")
 
 
 @pytest.fixture
@@ -146,23 +146,39 @@ def test_exit_does_not_hang_on_a_killed_compiler_pool():
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the pool's processes")
 
 
-def test_pointwise_convolution_patch_applies_once_to_jittors_file(tmp_path):
+@pytest.mark.parametrize("fixes", ["POINTWISE_CONVOLUTION", "SERIAL_RELAY_TUNERS"])
+def test_jittor_fix_applies_once_to_jittors_file(tmp_path, fixes):
     """The installed file is already fixed (importing jittor_env did it); undone on a copy, the fix
     gives that file back, and a second application changes nothing."""
     import jittor_cuda
+    fixes = getattr(jittor_env, fixes)
     source, version = jittor_cuda.jittor_package()
-    path = jittor_env.POINTWISE_CONVOLUTION[0].path
+    path = fixes[0].path
+    assert {fix.path for fix in fixes} == {path}
     installed = open(os.path.join(source, path)).read()
     original = installed
-    for patch in jittor_env.POINTWISE_CONVOLUTION:
+    for patch in fixes:
         assert installed.count(patch.new) == 1
         original = original.replace(patch.new, patch.old)
     copy = tmp_path / path
     copy.parent.mkdir(parents=True)
     copy.write_text(original)
-    assert jittor_cuda.apply_patches(str(tmp_path), jittor_env.POINTWISE_CONVOLUTION, version) == [path]
+    assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == [path]
     assert copy.read_text() == installed
-    assert jittor_cuda.apply_patches(str(tmp_path), jittor_env.POINTWISE_CONVOLUTION, version) == []
+    assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == []
+
+
+def test_unfixable_jittor_makes_kernel_sources_in_one_thread(clean_environment, monkeypatch):
+    """Where the fixes cannot be applied, Jittor's parallel op compiler is switched off instead
+    (its threads race on the graph); an applied fix leaves it on."""
+    import jittor_cuda
+    source, version = jittor_cuda.jittor_package()
+    monkeypatch.setattr(jittor_cuda, "jittor_package", lambda: (source, version))
+    jittor_env.fix_jittor()
+    assert "use_parallel_op_compiler" not in clean_environment
+    monkeypatch.setattr(jittor_cuda, "jittor_package", lambda: (source, "1.3.10.0"))
+    jittor_env.fix_jittor()
+    assert clean_environment["use_parallel_op_compiler"] == "0"
 
 
 @pytest.mark.parametrize("stride,bias", [(1, False), (2, True)])
