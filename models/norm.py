@@ -12,6 +12,8 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
+from . import norm_cpu
+
 ACTIVATIONS = ("leaky_relu", "relu", "identity")
 
 
@@ -40,18 +42,26 @@ class ABN(nn.Module):
         var = (x - mean.reshape(1, -1, 1, 1)).sqr().mean(dims=(0, 2, 3))
         if jt.in_mpi:
             var = var.mpi_all_reduce("mean")
+        return mean, var
+
+    def _update_running_statistics(self, x, mean, var):
+        """Running statistics move towards the batch's, with the unbiased variance."""
         count = x.numel() // x.shape[1] * jt.world_size
         unbiased = var * (count / max(count - 1, 1))
         self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
         self.running_var.update(self.running_var + (unbiased.detach() - self.running_var) * self.momentum)
-        return mean, var
 
     def execute(self, x):
+        weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
+        if self.is_train and norm_cpu.available(x):
+            stats = norm_cpu.batch_statistics(x)
+            self._update_running_statistics(x, stats[0], stats[1])
+            return norm_cpu.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps)
         if self.is_train:
             mean, var = self._batch_statistics(x)
+            self._update_running_statistics(x, mean, var)
         else:
             mean, var = self.running_mean, self.running_var
-        weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
         scale = weight / jt.sqrt(var + self.eps)
         shift = self.bias - mean * scale
         y = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)

@@ -1,0 +1,168 @@
+"""Batch normalisation with its activation as CPU kernels on both cores, for training: the same
+function as the plain formulation in models.norm, in a few passes over the map instead of the
+dozen single-core kernels Jittor's autograd makes of it per layer.
+
+    stats      x -> per-channel mean and biased variance, stacked [2, C] (sums in double)
+    y          act(x * scale + shift), scale = weight / sqrt(var + eps), shift = bias - mean * scale
+    dx         per-channel sums of dz and dz * xhat, then dx = scale * (dz - mean(dz) - xhat *
+               mean(dz * xhat)): the gradient through the batch statistics as well
+    d affine   the same sums: d weight = sum(dz * xhat), d bias = sum(dz)
+
+(dz is the gradient at the activation's input, xhat = (x - mean) / sqrt(var + eps).) The
+statistics enter `y` as a constant and its gradient source accounts for them, so the gradients
+are C++ sources that Jittor's autograd runs like any other operator, with no Python callback.
+
+Used in training on one CPU process for float32 and float64 maps; under MPI (the statistics are
+all-reduced between the passes), on a GPU and in eval models.norm keeps the plain formulation,
+which in eval Jittor fuses with the residual add and ReLU around it.
+"""
+import jittor_env  # noqa: F401
+import jittor as jt
+
+# The activation of z and the gradient at z given the gradient g at the activation's output.
+ACTIVATIONS = {
+    "identity": ("(z)", "(g)"),
+    "relu": ("((z) > 0 ? (z) : T(0))", "((z) > 0 ? (g) : T(0))"),
+    "leaky_relu": ("((z) > 0 ? (z) : (z) * T({slope!r}))", "((z) > 0 ? (g) : (g) * T({slope!r}))"),
+}
+
+HEADER = r"""
+#include <omp.h>
+#include <cmath>
+#include <vector>
+#define ACTIVATE(z) @ACTIVATE
+#define DERIVATIVE(z, g) @DERIVATIVE
+
+// Per-channel scale and shift of x, from affine = [weight; bias] and stats = [mean; var].
+template <class T> struct Channel {
+    T scale, shift, mean, invstd;
+    Channel(const T *affine, const T *stats, int64_t C, int64_t c) {
+        const T std = std::sqrt(stats[C + c] + T(@EPS));
+        scale = affine[c] / std;
+        shift = affine[C + c] - stats[c] * scale;
+        mean = stats[c];
+        invstd = T(1) / std;
+    }
+};
+
+// sums[c] = sum of dz and sums[C + c] = sum of dz * xhat over images and pixels of channel c.
+template <class T>
+static void channel_sums(const T *x, const T *dy, const T *affine, const T *stats,
+                         int64_t N, int64_t C, int64_t HW, double *sums) {
+    #pragma omp parallel for
+    for (int64_t c = 0; c < C; c++) {
+        const Channel<T> ch(affine, stats, C, c);
+        double sum_dz = 0, sum_dz_centred = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const T *xp = x + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
+            #pragma omp simd reduction(+:sum_dz, sum_dz_centred)
+            for (int64_t i = 0; i < HW; i++) {
+                const T z = xp[i] * ch.scale + ch.shift;
+                const T dz = DERIVATIVE(z, gp[i]);
+                sum_dz += dz;
+                sum_dz_centred += dz * (xp[i] - ch.mean);
+            }
+        }
+        sums[c] = sum_dz;
+        sums[C + c] = sum_dz_centred * ch.invstd;
+    }
+}
+"""
+
+# in0 = x [N, C, H, W]; out0 = [mean; biased variance] [2, C]
+STATS = r"""
+typedef in0_type T;
+const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+const double count = double(N * HW);
+#pragma omp parallel for
+for (int64_t c = 0; c < C; c++) {
+    double sum = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const T *x = in0_p + (n * C + c) * HW;
+        #pragma omp simd reduction(+:sum)
+        for (int64_t i = 0; i < HW; i++) sum += x[i];
+    }
+    const double mean = sum / count;
+    double squares = 0;
+    for (int64_t n = 0; n < N; n++) {
+        const T *x = in0_p + (n * C + c) * HW;
+        #pragma omp simd reduction(+:squares)
+        for (int64_t i = 0; i < HW; i++) squares += (x[i] - mean) * (x[i] - mean);
+    }
+    out0_p[c] = T(mean);
+    out0_p[C + c] = T(squares / count);
+}
+"""
+
+# in0 = x, in1 = affine [2, C], in2 = stats [2, C]; out0 = y
+FORWARD = r"""
+typedef in0_type T;
+const int64_t C = in0_shape1, HW = in0_shape2 * in0_shape3, planes = in0_shape0 * C;
+#pragma omp parallel for
+for (int64_t p = 0; p < planes; p++) {
+    const Channel<T> ch(in1_p, in2_p, C, p % C);
+    const T *x = in0_p + p * HW;
+    T *y = out0_p + p * HW;
+    #pragma omp simd
+    for (int64_t i = 0; i < HW; i++) {
+        const T z = x[i] * ch.scale + ch.shift;
+        y[i] = ACTIVATE(z);
+    }
+}
+"""
+
+# The gradient of x; inputs as FORWARD's, dout = the gradient at y; out0 = dx
+INPUT_GRAD = r"""
+typedef in0_type T;
+const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+std::vector<double> sums(2 * C);
+channel_sums<T>(in0_p, dout_p, in1_p, in2_p, N, C, HW, sums.data());
+const double count = double(N * HW);
+#pragma omp parallel for
+for (int64_t p = 0; p < N * C; p++) {
+    const int64_t c = p % C;
+    const Channel<T> ch(in1_p, in2_p, C, c);
+    // dx = dz * scale + x * b + d: scale * (dz - mean(dz) - xhat * mean(dz * xhat)) expanded
+    const T b = T(-double(ch.scale) * double(ch.invstd) * sums[C + c] / count);
+    const T d = T(-double(ch.scale) * sums[c] / count - double(b) * double(ch.mean));
+    const T *x = in0_p + p * HW, *dy = dout_p + p * HW;
+    T *dx = out0_p + p * HW;
+    #pragma omp simd
+    for (int64_t i = 0; i < HW; i++) {
+        const T z = x[i] * ch.scale + ch.shift;
+        dx[i] = DERIVATIVE(z, dy[i]) * ch.scale + x[i] * b + d;
+    }
+}
+"""
+
+# The gradient of affine = [weight; bias]: [sum(dz * xhat); sum(dz)]
+AFFINE_GRAD = r"""
+typedef in0_type T;
+const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
+std::vector<double> sums(2 * C);
+channel_sums<T>(in0_p, dout_p, in1_p, in2_p, N, C, HW, sums.data());
+for (int64_t c = 0; c < C; c++) {
+    out0_p[c] = T(sums[C + c]);
+    out0_p[C + c] = T(sums[c]);
+}
+"""
+
+
+def available(x):
+    """True where these kernels apply: one CPU process and a float32 or float64 map [N, C, H, W]."""
+    return not jt.flags.use_cuda and not jt.in_mpi and x.ndim == 4 and x.dtype in (jt.float32, jt.float64)
+
+
+def batch_statistics(x):
+    """[mean; biased variance] [2, C] of x [N, C, H, W] over N, H, W, as a constant."""
+    return jt.code((2, x.shape[1]), x.dtype, [x.detach()], cpu_src=STATS)
+
+
+def norm_activation(x, weight, bias, stats, activation, slope, eps):
+    """act((x - mean) / sqrt(var + eps) * weight + bias) per channel, [mean; var] = stats, x's own
+    batch statistics: the gradient of x includes their dependence on x."""
+    value, derivative = (s.format(slope=float(slope)) for s in ACTIVATIONS[activation])
+    header = HEADER.replace("@ACTIVATE", value).replace("@DERIVATIVE", derivative).replace("@EPS", repr(float(eps)))
+    affine = jt.stack([weight, bias]).cast(x.dtype)
+    return jt.code(x.shape, x.dtype, [x, affine, stats.detach()], cpu_header=header, cpu_src=FORWARD,
+                   cpu_grad_src=[INPUT_GRAD, AFFINE_GRAD])
