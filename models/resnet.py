@@ -6,9 +6,10 @@ and 4 in every layer4 block, every norm the official InPlaceABNSync without acti
 models/norm.py). "mmseg" is mmsegmentation's ResNetV1c as its CCNet configs use it: stem 32-32-64,
 max pool without ceil mode, contract dilation (the first block of a dilated layer at half the
 dilation: 1 in layer3, 2 in layer4), plain BatchNorm. Both put the stride on the 3x3 conv of a
-bottleneck and a ReLU after each norm where the reference code has one. Parameter names are the
-official checkpoint's (conv1, bn1, ..., layer1.0.conv1, layer1.0.downsample.0, ...); the converter
-renames mmsegmentation's (stem.0, stem.1, ...) to them.
+bottleneck and a ReLU after each norm where the reference code has one; a ReLU that directly
+follows a norm is that norm's activation here (the same function, one kernel fewer in training).
+Parameter names are the official checkpoint's (conv1, bn1, ..., layer1.0.conv1,
+layer1.0.downsample.0, ...); the converter renames mmsegmentation's (stem.0, stem.1, ...) to them.
 """
 import jittor_env  # noqa: F401
 from jittor import nn
@@ -27,17 +28,17 @@ LAYOUTS = {
 class Bottleneck(nn.Module):
     def __init__(self, in_channels, planes, stride=1, dilation=1, downsample=None, norm="inplace_abn"):
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn1 = make_norm(norm, planes, "identity")
+        self.bn1 = make_norm(norm, planes, "relu")
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
                                dilation=dilation, bias=False)
-        self.bn2 = make_norm(norm, planes, "identity")
+        self.bn2 = make_norm(norm, planes, "relu")
         self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
         self.bn3 = make_norm(norm, planes * EXPANSION, "identity")
         self.downsample = downsample
 
     def execute(self, x):
-        out = nn.relu(self.bn1(self.conv1(x)))
-        out = nn.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
         return nn.relu(out + shortcut)
@@ -58,11 +59,11 @@ class ResNet(nn.Module):
         self.contract_dilation = spec["contract_dilation"]
         s1, s2, s3 = (int(width * m) for m in spec["stem"])
         self.conv1 = nn.Conv2d(3, s1, 3, stride=2, padding=1, bias=False)
-        self.bn1 = make_norm(self.norm, s1, "identity")
+        self.bn1 = make_norm(self.norm, s1, "relu")
         self.conv2 = nn.Conv2d(s1, s2, 3, padding=1, bias=False)
-        self.bn2 = make_norm(self.norm, s2, "identity")
+        self.bn2 = make_norm(self.norm, s2, "relu")
         self.conv3 = nn.Conv2d(s2, s3, 3, padding=1, bias=False)
-        self.bn3 = make_norm(self.norm, s3, "identity")
+        self.bn3 = make_norm(self.norm, s3, "relu")
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=spec["ceil_mode"])
         self.in_channels = s3
         self.layer1 = self._make_layer(width, layers[0])
@@ -84,9 +85,9 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def stem(self, x):
-        x = nn.relu(self.bn1(self.conv1(x)))
-        x = nn.relu(self.bn2(self.conv2(x)))
-        x = nn.relu(self.bn3(self.conv3(x)))
+        x = self.bn1(self.conv1(x))
+        x = self.bn2(self.conv2(x))
+        x = self.bn3(self.conv3(x))
         return self.maxpool(x)
 
     def execute(self, x):
