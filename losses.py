@@ -30,6 +30,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
+import cross_entropy_cpu
 from models.resize import resize_bilinear
 
 IGNORE = 255
@@ -99,7 +100,10 @@ def segmentation_loss(logits, labels, ohem=None):
     """Mean cross-entropy over the valid (and, with OHEM, kept) pixels of logits upsampled to the
     labels' size."""
     logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-    nll = nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
+    if cross_entropy_cpu.available(logits):
+        nll = cross_entropy_cpu.pixel_cross_entropy(logits, labels)
+    else:
+        nll = nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
     keep = labels != IGNORE
     if ohem is not None:
         prob = nn.softmax(logits.detach(), dim=1)

@@ -74,15 +74,11 @@ def jittor_cca_step(target, shape, backward):
 
 
 def jittor_sgd_step(model, optimizer, x, labels):
-    """One SGD step on the main + 0.4 x DSN cross entropy at label resolution; returns the loss."""
-    from jittor import nn
-    from models.resize import resize_bilinear
-
-    def loss_of(logits):
-        logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-        return nn.cross_entropy_loss(logits, labels, ignore_index=255)
+    """One SGD step on the main + 0.4 x DSN cross entropy at label resolution (the training loss of
+    losses.py, as train.py computes it); returns the loss."""
+    from losses import segmentation_loss
     main, aux = model(x)
-    loss = loss_of(main) + 0.4 * loss_of(aux)
+    loss = segmentation_loss(main, labels) + 0.4 * segmentation_loss(aux, labels)
     optimizer.step(loss)
     return loss
 

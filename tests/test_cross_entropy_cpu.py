@@ -1,0 +1,65 @@
+"""The CPU cross-entropy kernel (cross_entropy_cpu.py): per-pixel losses and the logits' gradient
+against NumPy float64 and its finite differences, and against Jittor's own cross_entropy_loss."""
+import numpy as np
+
+import jittor as jt
+from jittor import nn
+
+import cross_entropy_cpu
+
+IGNORE = 255
+
+
+def case(dtype, shape, seed=0):
+    """Logits, integer labels with ignored pixels (and one label beyond the classes), upstream."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = shape
+    logits = (rng.normal(size=shape) * 4).astype(dtype)
+    labels = rng.integers(0, c, (n, h, w)).astype(np.int32)
+    labels[rng.random((n, h, w)) < 0.2] = IGNORE
+    labels[0, 0, 0] = c  # not a class either
+    return logits, labels, rng.normal(size=(n, h, w)).astype(dtype)
+
+
+def numpy_nll(logits, labels):
+    """Per-pixel -log softmax(logits)[label] in float64; 0 where the label is not a class."""
+    shifted = logits - logits.max(1, keepdims=True)
+    log_prob = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    valid = (labels >= 0) & (labels < logits.shape[1])
+    picked = np.take_along_axis(log_prob, np.where(valid, labels, 0)[:, None], 1)[:, 0]
+    return np.where(valid, -picked, 0.0)
+
+
+def kernel_run(logits, labels, upstream):
+    x = jt.array(logits)
+    nll = cross_entropy_cpu.pixel_cross_entropy(x, jt.array(labels))
+    return nll.numpy(), jt.grad((nll * jt.array(upstream)).sum(), x).numpy()
+
+
+def test_float64_against_numpy_and_finite_differences(float64):
+    logits, labels, upstream = case(np.float64, (2, 5, 3, 4))
+    nll, grad = kernel_run(logits, labels, upstream)
+    assert nll.dtype == grad.dtype == np.float64
+    np.testing.assert_allclose(nll, numpy_nll(logits, labels), rtol=1e-12, atol=1e-12)
+    step, numeric = 1e-6, np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):
+        moved = logits.copy()
+        moved[i] += step
+        up = (numpy_nll(moved, labels) * upstream).sum()
+        moved[i] -= 2 * step
+        numeric[i] = (up - (numpy_nll(moved, labels) * upstream).sum()) / (2 * step)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+    ignored = labels[:, None].repeat(5, 1) >= 5
+    assert ignored.any() and (grad[ignored] == 0).all()
+
+
+def test_float32_as_jittors_cross_entropy_over_several_pixel_blocks():
+    """150 classes, 391 pixels a map: more than one block of pixels, the last one partial."""
+    logits, labels, upstream = case(np.float32, (2, 150, 17, 23), seed=1)
+    nll, grad = kernel_run(logits, labels, upstream)
+    x = jt.array(logits)
+    plain = nn.cross_entropy_loss(x, jt.array(labels), ignore_index=IGNORE, reduction="none").reshape(labels.shape)
+    plain_grad = jt.grad((plain * jt.array(upstream)).sum(), x).numpy()
+    assert nll.dtype == grad.dtype == np.float32
+    np.testing.assert_allclose(nll, plain.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad, plain_grad, rtol=1e-5, atol=1e-6)
