@@ -35,16 +35,24 @@ static void softmax_terms(const T *x, int64_t C, int64_t HW, int64_t p0, int64_t
         for (int64_t i = 0; i < len; i++) total[i] += std::exp(double(row[i] - peak[i]));
     }
 }
+
+// body(n, p0, p1) for every block [p0, p1) of BLOCK pixels of every image n, on all cores.
+template <class Body>
+static void for_pixel_blocks(int64_t N, int64_t HW, Body body) {
+    const int64_t blocks = (HW + BLOCK - 1) / BLOCK;
+    #pragma omp parallel for
+    for (int64_t task = 0; task < N * blocks; task++) {
+        const int64_t p0 = task % blocks * BLOCK;
+        body(task / blocks, p0, std::min(p0 + BLOCK, HW));
+    }
+}
 """
 
 # in0 = logits [N, C, H, W], in1 = labels [N, H, W]; out0 = nll [N, H, W]
 FORWARD = r"""
 typedef in0_type T;
-const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
-const int64_t blocks = (HW + BLOCK - 1) / BLOCK;
-#pragma omp parallel for
-for (int64_t task = 0; task < N * blocks; task++) {
-    const int64_t n = task / blocks, p0 = task % blocks * BLOCK, p1 = std::min(p0 + BLOCK, HW);
+const int64_t C = in0_shape1, HW = in0_shape2 * in0_shape3;
+for_pixel_blocks(in0_shape0, HW, [&](int64_t n, int64_t p0, int64_t p1) {
     const T *x = in0_p + n * C * HW;
     T peak[BLOCK];
     double total[BLOCK];
@@ -54,17 +62,14 @@ for (int64_t task = 0; task < N * blocks; task++) {
         out0_p[n * HW + p] = label >= 0 && label < C
             ? T(std::log(total[p - p0]) + double(peak[p - p0]) - double(x[label * HW + p])) : T(0);
     }
-}
+});
 """
 
 # The gradient of the logits; dout = the gradient at nll; out0 = dx
 LOGITS_GRAD = r"""
 typedef in0_type T;
-const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
-const int64_t blocks = (HW + BLOCK - 1) / BLOCK;
-#pragma omp parallel for
-for (int64_t task = 0; task < N * blocks; task++) {
-    const int64_t n = task / blocks, p0 = task % blocks * BLOCK, p1 = std::min(p0 + BLOCK, HW);
+const int64_t C = in0_shape1, HW = in0_shape2 * in0_shape3;
+for_pixel_blocks(in0_shape0, HW, [&](int64_t n, int64_t p0, int64_t p1) {
     const int64_t len = p1 - p0;
     const T *x = in0_p + n * C * HW, *g = dout_p + n * HW + p0;
     T *dx = out0_p + n * C * HW;
@@ -82,7 +87,7 @@ for (int64_t task = 0; task < N * blocks; task++) {
         for (int64_t i = 0; i < len; i++)
             out[i] = T(std::exp(double(row[i] - peak[i])) * scale[i] - (label[i] == c ? double(g[i]) : 0.0));
     }
-}
+});
 """
 
 
