@@ -60,7 +60,7 @@ def main(argv=None):
             if code != 0:
                 print(f"run {i + 1}: {describe(code)}: {last[-300:]}", flush=True)
     codes = np.array(codes)
-    print(f"\n| backbone | runs | passed | killed by a signal | other failures | median s per run |")
+    print("\n| backbone | runs | passed | killed by a signal | other failures | median s per run |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.backbone} | {len(codes)} | {(codes == 0).sum()} | {(codes < 0).sum()} | {(codes > 0).sum()} "
           f"| {np.median(seconds):.1f} |")
