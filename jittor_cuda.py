@@ -197,7 +197,8 @@ class Patch:
     path: str  # inside the jittor package
     old: str
     new: str
-    needs: str  # what makes the fix necessary: "gpu" (any), "cuda13" or "cudnn9"
+    needs: str  # what makes the fix necessary: "gpu" (any), "cuda13" or "cudnn9"; jittor_env's own
+    # fixes: "cpu" (the CPU path) or "any" (every machine)
 
 
 PATCHES = (

@@ -156,7 +156,7 @@ SERIAL_RELAY_TUNERS = (
         '#include "opt/tuner/conv_tuner.h"\n',
         '#include "opt/tuner/conv_tuner.h"\n'
         f"#include <mutex>  // {jittor_cuda.MARK} for the relaying tuners' lock\n",
-        "cpu"),
+        "any"),
     jittor_cuda.Patch(
         "src/opt/tuner_manager.cc",
         "    run_tuner<MatmulTuner>(&pm);\n"
@@ -169,7 +169,7 @@ SERIAL_RELAY_TUNERS = (
         "        run_tuner<MatmulTuner>(&pm);\n"
         "        run_tuner<ConvTuner>(&pm);\n"
         "    }\n",
-        "cpu"),
+        "any"),
 )
 JITTOR_FIXES = POINTWISE_CONVOLUTION + SERIAL_RELAY_TUNERS
 
