@@ -13,6 +13,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
+from . import depthwise_cpu
 from .norm import BatchNorm2d
 from .stochastic import DropPath
 
@@ -25,9 +26,22 @@ VARIANTS = {  # embed dims, depths; mlp ratios are [8, 8, 4, 4] for all
 MLP_RATIOS = [8, 8, 4, 4]
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """One k x k filter per channel (groups = channels), stride 1; on the CPU the kernels of
+    models/depthwise_cpu.py compute it, elsewhere nn.Conv2d."""
+
+    def __init__(self, dim, kernel_size, padding, dilation=1):
+        super().__init__(dim, dim, kernel_size, padding=padding, dilation=dilation, groups=dim)
+
+    def execute(self, x):
+        if depthwise_cpu.available(x, self):
+            return depthwise_cpu.depthwise_conv2d(x, self.weight, self.bias, self.padding[0], self.dilation[0])
+        return super().execute(x)
+
+
 class DWConv(nn.Module):
     def __init__(self, dim):
-        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, 3, padding=1)
 
     def execute(self, x):
         return self.dwconv(x)
@@ -50,8 +64,8 @@ class LKA(nn.Module):
     """Large-kernel attention: a 21x21 receptive field from 5x5 + dilated 7x7 depthwise convs."""
 
     def __init__(self, dim):
-        self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim)
-        self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=9, dilation=3, groups=dim)
+        self.conv0 = DepthwiseConv2d(dim, 5, padding=2)
+        self.conv_spatial = DepthwiseConv2d(dim, 7, padding=9, dilation=3)
         self.conv1 = nn.Conv2d(dim, dim, 1)
 
     def execute(self, x):
