@@ -51,12 +51,14 @@ class ABN(nn.Module):
         self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
         self.running_var.update(self.running_var + (unbiased.detach() - self.running_var) * self.momentum)
 
-    def execute(self, x):
+    def execute(self, x, residual=None):
+        """act(norm(x) [+ residual]): a residual, where given, joins before the activation."""
         weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
         if self.is_train and norm_cpu.available(x):
             stats = norm_cpu.batch_statistics(x)
             self._update_running_statistics(x, stats[0], stats[1])
-            return norm_cpu.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps)
+            return norm_cpu.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps,
+                                            residual)
         if self.is_train:
             mean, var = self._batch_statistics(x)
             self._update_running_statistics(x, mean, var)
@@ -65,6 +67,8 @@ class ABN(nn.Module):
         scale = weight / jt.sqrt(var + self.eps)
         shift = self.bias - mean * scale
         y = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        if residual is not None:
+            y = y + residual
         if self.activation == "leaky_relu":
             return nn.leaky_relu(y, self.slope)
         if self.activation == "relu":

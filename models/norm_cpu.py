@@ -3,14 +3,16 @@ function as the plain formulation in models.norm, in a few passes over the map i
 dozen single-core kernels Jittor's autograd makes of it per layer.
 
     stats      x -> per-channel mean and biased variance, stacked [2, C] (sums in double)
-    y          act(x * scale + shift), scale = weight / sqrt(var + eps), shift = bias - mean * scale
-    dx         per-channel sums of dz and dz * xhat, then dx = scale * (dz - mean(dz) - xhat *
-               mean(dz * xhat)): the gradient through the batch statistics as well
-    d affine   the same sums: d weight = sum(dz * xhat), d bias = sum(dz)
+    y          act(x * scale + shift [+ r]), scale = weight / sqrt(var + eps), shift = bias - mean * scale
+    sums       per-channel sums of dz and dz * xhat, in double: one pass over x and dy
+    dx         scale * (dz - mean(dz) - xhat * mean(dz * xhat)), the gradient through the batch
+               statistics as well (and d r = dz): one more pass
+    d affine   the sums: d weight = sum(dz * xhat), d bias = sum(dz)
 
-(dz is the gradient at the activation's input, xhat = (x - mean) / sqrt(var + eps).) The
-statistics enter `y` as a constant and its gradient source accounts for them, so the gradients
-are C++ sources that Jittor's autograd runs like any other operator, with no Python callback.
+(dz is the gradient at the activation's input, xhat = (x - mean) / sqrt(var + eps).) A residual r,
+where given, joins before the activation: a ResNet bottleneck's last norm, shortcut add and ReLU
+are one pass forward and the ReLU's mask costs no pass of its own backward. The statistics enter
+`y` as a constant and the backward accounts for them.
 
 Used in training on one CPU process for float32 and float64 maps; under MPI (the statistics are
 all-reduced between the passes), on a GPU and in eval models.norm keeps the plain formulation,
@@ -32,6 +34,11 @@ HEADER = r"""
 #include <vector>
 #define ACTIVATE(z) @ACTIVATE
 #define DERIVATIVE(z, g) @DERIVATIVE
+// z, the activation's input, at pixel i of plane x (residual plane r: not read without one)
+#define PRE(x, r, i) ((x)[i] * ch.scale + ch.shift@RESIDUAL)
+// dr, the residual's gradient, is dz (written only where a residual joins)
+#define DR_P @DR_P
+#define WRITE_DR(i, dz) @WRITE_DR
 
 // Per-channel scale and shift of x, from affine = [weight; bias] and stats = [mean; var].
 template <class T> struct Channel {
@@ -47,17 +54,17 @@ template <class T> struct Channel {
 
 // sums[c] = sum of dz and sums[C + c] = sum of dz * xhat over images and pixels of channel c.
 template <class T>
-static void channel_sums(const T *x, const T *dy, const T *affine, const T *stats,
+static void channel_sums(const T *x, const T *r, const T *dy, const T *affine, const T *stats,
                          int64_t N, int64_t C, int64_t HW, double *sums) {
     #pragma omp parallel for
     for (int64_t c = 0; c < C; c++) {
         const Channel<T> ch(affine, stats, C, c);
         double sum_dz = 0, sum_dz_centred = 0;
         for (int64_t n = 0; n < N; n++) {
-            const T *xp = x + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
+            const T *xp = x + (n * C + c) * HW, *rp = r + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
             #pragma omp simd reduction(+:sum_dz, sum_dz_centred)
             for (int64_t i = 0; i < HW; i++) {
-                const T z = xp[i] * ch.scale + ch.shift;
+                const T z = PRE(xp, rp, i);
                 const T dz = DERIVATIVE(z, gp[i]);
                 sum_dz += dz;
                 sum_dz_centred += dz * (xp[i] - ch.mean);
@@ -94,30 +101,36 @@ for (int64_t c = 0; c < C; c++) {
 }
 """
 
-# in0 = x, in1 = affine [2, C], in2 = stats [2, C]; out0 = y
+# in0 = x, in1 = affine [2, C], in2 = stats [2, C], in3 = r where a residual joins (otherwise x
+# again, never read); out0 = y
 FORWARD = r"""
 typedef in0_type T;
 const int64_t C = in0_shape1, HW = in0_shape2 * in0_shape3, planes = in0_shape0 * C;
 #pragma omp parallel for
 for (int64_t p = 0; p < planes; p++) {
     const Channel<T> ch(in1_p, in2_p, C, p % C);
-    const T *x = in0_p + p * HW;
+    const T *x = in0_p + p * HW, *r = in3_p + p * HW;
     T *y = out0_p + p * HW;
     #pragma omp simd
     for (int64_t i = 0; i < HW; i++) {
-        const T z = x[i] * ch.scale + ch.shift;
+        const T z = PRE(x, r, i);
         y[i] = ACTIVATE(z);
     }
 }
 """
 
-# The gradient of x; inputs as FORWARD's, dout = the gradient at y; out0 = dx
+# The per-channel sums of the gradient; inputs as FORWARD's, in4 = dy, the gradient at y;
+# out0 = [sum(dz); sum(dz * xhat)] [2, C] in double
+SUMS = r"""
+channel_sums<in0_type>(in0_p, in3_p, in4_p, in1_p, in2_p, in0_shape0, in0_shape1,
+                       in0_shape2 * in0_shape3, out0_p);
+"""
+
+# The gradients of x (and r); inputs as SUMS', in5 = its sums; out0 = dx (out1 = dr = dz)
 INPUT_GRAD = r"""
 typedef in0_type T;
 const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
-std::vector<double> sums(2 * C);
-channel_sums<T>(in0_p, dout_p, in1_p, in2_p, N, C, HW, sums.data());
-const double count = double(N * HW);
+const double count = double(N * HW), *sums = in5_p;
 #pragma omp parallel for
 for (int64_t p = 0; p < N * C; p++) {
     const int64_t c = p % C;
@@ -125,25 +138,14 @@ for (int64_t p = 0; p < N * C; p++) {
     // dx = dz * scale + x * b + d: scale * (dz - mean(dz) - xhat * mean(dz * xhat)) expanded
     const T b = T(-double(ch.scale) * double(ch.invstd) * sums[C + c] / count);
     const T d = T(-double(ch.scale) * sums[c] / count - double(b) * double(ch.mean));
-    const T *x = in0_p + p * HW, *dy = dout_p + p * HW;
-    T *dx = out0_p + p * HW;
+    const T *x = in0_p + p * HW, *r = in3_p + p * HW, *dy = in4_p + p * HW;
+    T *dx = out0_p + p * HW, *dr = DR_P + p * HW;
     #pragma omp simd
     for (int64_t i = 0; i < HW; i++) {
-        const T z = x[i] * ch.scale + ch.shift;
-        dx[i] = DERIVATIVE(z, dy[i]) * ch.scale + x[i] * b + d;
+        const T dz = DERIVATIVE(PRE(x, r, i), dy[i]);
+        dx[i] = dz * ch.scale + x[i] * b + d;
+        WRITE_DR(i, dz);
     }
-}
-"""
-
-# The gradient of affine = [weight; bias]: [sum(dz * xhat); sum(dz)]
-AFFINE_GRAD = r"""
-typedef in0_type T;
-const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
-std::vector<double> sums(2 * C);
-channel_sums<T>(in0_p, dout_p, in1_p, in2_p, N, C, HW, sums.data());
-for (int64_t c = 0; c < C; c++) {
-    out0_p[c] = T(sums[C + c]);
-    out0_p[C + c] = T(sums[c]);
 }
 """
 
@@ -158,11 +160,35 @@ def batch_statistics(x):
     return jt.code((2, x.shape[1]), x.dtype, [x.detach()], cpu_src=STATS)
 
 
-def norm_activation(x, weight, bias, stats, activation, slope, eps):
-    """act((x - mean) / sqrt(var + eps) * weight + bias) per channel, [mean; var] = stats, x's own
-    batch statistics: the gradient of x includes their dependence on x."""
+class NormActivation(jt.Function):
+    """y = act(x * scale + shift [+ residual]); backward: the sums, then dx (and dr) in one pass."""
+
+    def execute(self, x, affine, stats, residual, header, joins):
+        self.saved = [x, affine, stats, residual]
+        self.header, self.joins = header, joins
+        return jt.code(x.shape, x.dtype, self.saved, cpu_header=header, cpu_src=FORWARD)
+
+    def grad(self, dy):
+        x = self.saved[0]
+        inputs = self.saved + [dy]
+        sums = jt.code((2, x.shape[1]), jt.float64, inputs, cpu_header=self.header, cpu_src=SUMS)
+        outputs = 2 if self.joins else 1
+        grads = jt.code([x.shape] * outputs, [x.dtype] * outputs, inputs + [sums], cpu_header=self.header,
+                        cpu_src=INPUT_GRAD)
+        daffine = jt.stack([sums[1], sums[0]]).cast(x.dtype)  # [d weight; d bias]
+        return grads[0], daffine, None, grads[1] if self.joins else None, None, None
+
+
+def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):
+    """act((x - mean) / sqrt(var + eps) * weight + bias [+ residual]) per channel, [mean; var] =
+    stats, x's own batch statistics: the gradient of x includes their dependence on x."""
     value, derivative = (s.format(slope=float(slope)) for s in ACTIVATIONS[activation])
-    header = HEADER.replace("@ACTIVATE", value).replace("@DERIVATIVE", derivative).replace("@EPS", repr(float(eps)))
+    joins = residual is not None
+    header = (HEADER.replace("@ACTIVATE", value).replace("@DERIVATIVE", derivative)
+              .replace("@EPS", repr(float(eps))).replace("@RESIDUAL", " + (r)[i]" if joins else "")
+              .replace("@DR_P", "out1_p" if joins else "out0_p")
+              .replace("@WRITE_DR", "dr[i] = (dz)" if joins else "(void)0"))
     affine = jt.stack([weight, bias]).cast(x.dtype)
-    return jt.code(x.shape, x.dtype, [x, affine, stats.detach()], cpu_header=header, cpu_src=FORWARD,
-                   cpu_grad_src=[INPUT_GRAD, AFFINE_GRAD])
+    # without a residual, x fills its place (never read)
+    return NormActivation.apply(x, affine, stats.detach(), residual.cast(x.dtype) if joins else x.detach(),
+                                header, joins)

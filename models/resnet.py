@@ -7,7 +7,8 @@ models/norm.py). "mmseg" is mmsegmentation's ResNetV1c as its CCNet configs use 
 max pool without ceil mode, contract dilation (the first block of a dilated layer at half the
 dilation: 1 in layer3, 2 in layer4), plain BatchNorm. Both put the stride on the 3x3 conv of a
 bottleneck and a ReLU after each norm where the reference code has one; a ReLU that directly
-follows a norm is that norm's activation here (the same function, one kernel fewer in training).
+follows a norm is that norm's activation here, and so is the ReLU after a bottleneck's shortcut
+add, the shortcut joining inside its last norm (the same function, fewer kernels in training).
 Parameter names are the official checkpoint's (conv1, bn1, ..., layer1.0.conv1,
 layer1.0.downsample.0, ...); the converter renames mmsegmentation's (stem.0, stem.1, ...) to them.
 """
@@ -33,15 +34,14 @@ class Bottleneck(nn.Module):
                                dilation=dilation, bias=False)
         self.bn2 = make_norm(norm, planes, "relu")
         self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
-        self.bn3 = make_norm(norm, planes * EXPANSION, "identity")
+        self.bn3 = make_norm(norm, planes * EXPANSION, "relu")  # after the shortcut joins
         self.downsample = downsample
 
     def execute(self, x):
         out = self.bn1(self.conv1(x))
         out = self.bn2(self.conv2(out))
-        out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return nn.relu(out + shortcut)
+        return self.bn3(self.conv3(out), residual=shortcut)
 
 
 class ResNet(nn.Module):
