@@ -21,19 +21,18 @@ which in eval Jittor fuses with the residual add and ReLU around it.
 import jittor_env  # noqa: F401
 import jittor as jt
 
-# The activation of z and the gradient at z given the gradient g at the activation's output.
-ACTIVATIONS = {
-    "identity": ("(z)", "(g)"),
-    "relu": ("((z) > 0 ? (z) : T(0))", "((z) > 0 ? (g) : T(0))"),
-    "leaky_relu": ("((z) > 0 ? (z) : (z) * T({slope!r}))", "((z) > 0 ? (g) : (g) * T({slope!r}))"),
-}
+# Each activation is z where z > 0, else slope * z: the slope of the negative side.
+NEGATIVE_SLOPES = {"identity": lambda slope: 1.0, "relu": lambda slope: 0.0, "leaky_relu": float}
 
 HEADER = r"""
 #include <omp.h>
 #include <cmath>
 #include <vector>
-#define ACTIVATE(z) @ACTIVATE
-#define DERIVATIVE(z, g) @DERIVATIVE
+// The activation of z and its gradient given g at its output; `slope` (1 for the identity, 0 for
+// ReLU) comes with the kernel's data, so that every activation shares one compiled kernel.
+#define ACTIVATE(z) ((z) > 0 ? (z) : (z) * slope)
+#define DERIVATIVE(z, g) ((z) > 0 ? (g) : (g) * slope)
+#define HYPER_PARAMETERS const T slope = T(data["slope"]), eps = T(data["eps"])
 // z, the activation's input, at pixel i of plane x (residual plane r: not read without one)
 #define PRE(x, r, i) ((x)[i] * ch.scale + ch.shift@RESIDUAL)
 // dr, the residual's gradient, is dz (written only where a residual joins)
@@ -43,8 +42,8 @@ HEADER = r"""
 // Per-channel scale and shift of x, from affine = [weight; bias] and stats = [mean; var].
 template <class T> struct Channel {
     T scale, shift, mean, invstd;
-    Channel(const T *affine, const T *stats, int64_t C, int64_t c) {
-        const T std = std::sqrt(stats[C + c] + T(@EPS));
+    Channel(const T *affine, const T *stats, int64_t C, int64_t c, T eps) {
+        const T std = std::sqrt(stats[C + c] + eps);
         scale = affine[c] / std;
         shift = affine[C + c] - stats[c] * scale;
         mean = stats[c];
@@ -55,10 +54,10 @@ template <class T> struct Channel {
 // sums[c] = sum of dz and sums[C + c] = sum of dz * xhat over images and pixels of channel c.
 template <class T>
 static void channel_sums(const T *x, const T *r, const T *dy, const T *affine, const T *stats,
-                         int64_t N, int64_t C, int64_t HW, double *sums) {
+                         int64_t N, int64_t C, int64_t HW, T slope, T eps, double *sums) {
     #pragma omp parallel for
     for (int64_t c = 0; c < C; c++) {
-        const Channel<T> ch(affine, stats, C, c);
+        const Channel<T> ch(affine, stats, C, c, eps);
         double sum_dz = 0, sum_dz_centred = 0;
         for (int64_t n = 0; n < N; n++) {
             const T *xp = x + (n * C + c) * HW, *rp = r + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
@@ -105,10 +104,11 @@ for (int64_t c = 0; c < C; c++) {
 # again, never read); out0 = y
 FORWARD = r"""
 typedef in0_type T;
+HYPER_PARAMETERS;
 const int64_t C = in0_shape1, HW = in0_shape2 * in0_shape3, planes = in0_shape0 * C;
 #pragma omp parallel for
 for (int64_t p = 0; p < planes; p++) {
-    const Channel<T> ch(in1_p, in2_p, C, p % C);
+    const Channel<T> ch(in1_p, in2_p, C, p % C, eps);
     const T *x = in0_p + p * HW, *r = in3_p + p * HW;
     T *y = out0_p + p * HW;
     #pragma omp simd
@@ -122,19 +122,22 @@ for (int64_t p = 0; p < planes; p++) {
 # The per-channel sums of the gradient; inputs as FORWARD's, in4 = dy, the gradient at y;
 # out0 = [sum(dz); sum(dz * xhat)] [2, C] in double
 SUMS = r"""
-channel_sums<in0_type>(in0_p, in3_p, in4_p, in1_p, in2_p, in0_shape0, in0_shape1,
-                       in0_shape2 * in0_shape3, out0_p);
+typedef in0_type T;
+HYPER_PARAMETERS;
+channel_sums<T>(in0_p, in3_p, in4_p, in1_p, in2_p, in0_shape0, in0_shape1, in0_shape2 * in0_shape3,
+                slope, eps, out0_p);
 """
 
 # The gradients of x (and r); inputs as SUMS', in5 = its sums; out0 = dx (out1 = dr = dz)
 INPUT_GRAD = r"""
 typedef in0_type T;
+HYPER_PARAMETERS;
 const int64_t N = in0_shape0, C = in0_shape1, HW = in0_shape2 * in0_shape3;
 const double count = double(N * HW), *sums = in5_p;
 #pragma omp parallel for
 for (int64_t p = 0; p < N * C; p++) {
     const int64_t c = p % C;
-    const Channel<T> ch(in1_p, in2_p, C, c);
+    const Channel<T> ch(in1_p, in2_p, C, c, eps);
     // dx = dz * scale + x * b + d: scale * (dz - mean(dz) - xhat * mean(dz * xhat)) expanded
     const T b = T(-double(ch.scale) * double(ch.invstd) * sums[C + c] / count);
     const T d = T(-double(ch.scale) * sums[c] / count - double(b) * double(ch.mean));
@@ -163,32 +166,31 @@ def batch_statistics(x):
 class NormActivation(jt.Function):
     """y = act(x * scale + shift [+ residual]); backward: the sums, then dx (and dr) in one pass."""
 
-    def execute(self, x, affine, stats, residual, header, joins):
+    def execute(self, x, affine, stats, residual, header, data):
         self.saved = [x, affine, stats, residual]
-        self.header, self.joins = header, joins
-        return jt.code(x.shape, x.dtype, self.saved, cpu_header=header, cpu_src=FORWARD)
+        self.header, self.data = header, data
+        return jt.code(x.shape, x.dtype, self.saved, cpu_header=header, cpu_src=FORWARD, data=data)
 
     def grad(self, dy):
         x = self.saved[0]
         inputs = self.saved + [dy]
-        sums = jt.code((2, x.shape[1]), jt.float64, inputs, cpu_header=self.header, cpu_src=SUMS)
-        outputs = 2 if self.joins else 1
+        sums = jt.code((2, x.shape[1]), jt.float64, inputs, cpu_header=self.header, cpu_src=SUMS, data=self.data)
+        outputs = 2 if self.data["residual"] else 1
         grads = jt.code([x.shape] * outputs, [x.dtype] * outputs, inputs + [sums], cpu_header=self.header,
-                        cpu_src=INPUT_GRAD)
+                        cpu_src=INPUT_GRAD, data=self.data)
         daffine = jt.stack([sums[1], sums[0]]).cast(x.dtype)  # [d weight; d bias]
-        return grads[0], daffine, None, grads[1] if self.joins else None, None, None
+        return grads[0], daffine, None, grads[1] if outputs == 2 else None, None, None
 
 
 def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):
     """act((x - mean) / sqrt(var + eps) * weight + bias [+ residual]) per channel, [mean; var] =
     stats, x's own batch statistics: the gradient of x includes their dependence on x."""
-    value, derivative = (s.format(slope=float(slope)) for s in ACTIVATIONS[activation])
     joins = residual is not None
-    header = (HEADER.replace("@ACTIVATE", value).replace("@DERIVATIVE", derivative)
-              .replace("@EPS", repr(float(eps))).replace("@RESIDUAL", " + (r)[i]" if joins else "")
+    header = (HEADER.replace("@RESIDUAL", " + (r)[i]" if joins else "")
               .replace("@DR_P", "out1_p" if joins else "out0_p")
               .replace("@WRITE_DR", "dr[i] = (dz)" if joins else "(void)0"))
+    data = {"slope": NEGATIVE_SLOPES[activation](slope), "eps": float(eps), "residual": int(joins)}
     affine = jt.stack([weight, bias]).cast(x.dtype)
     # without a residual, x fills its place (never read)
     return NormActivation.apply(x, affine, stats.detach(), residual.cast(x.dtype) if joins else x.detach(),
-                                header, joins)
+                                header, data)
