@@ -62,6 +62,41 @@ def test_jittor_starts_without_importing_torch():
     assert run.stdout.split() == ["False", "False"], run.stderr
 
 
+FREED_MEMORY = """
+import sys
+sys.path.insert(0, {root!r})
+import jittor_env
+import numpy as np
+from pathlib import Path
+
+def resident_mib():
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+block = np.ones(1 << 24, dtype=np.float32)  # 64 MiB, above glibc's largest default mmap threshold
+held = resident_mib()
+del block
+print(held - resident_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("user_setting", [None, "GLIBC_TUNABLES"])
+def test_freed_memory_stays_for_the_next_allocation(user_setting):
+    """A freed 64 MiB block stays in the process (its pages are not faulted in again by the next
+    step); with the user's own malloc setting, the C library's defaults give it back at once."""
+    env = dict(os.environ)
+    if user_setting:
+        env[user_setting] = "glibc.malloc.check=0"
+    run = subprocess.run([sys.executable, "-c", FREED_MEMORY.format(root=ROOT)], capture_output=True, text=True,
+                         timeout=300, env=env)
+    returned_mib = float(run.stdout.split()[-1])
+    if user_setting:
+        assert returned_mib > 60, run.stderr
+    else:
+        assert returned_mib < 1, run.stderr
+
+
 def test_the_kernel_cache_does_not_follow_the_git_branch():
     """Jittor would name its cache after the branch of the checkout that holds .venv."""
     assert os.path.basename(jt.compiler.cache_path) == "default"
