@@ -21,8 +21,11 @@ which in eval Jittor fuses with the residual add and ReLU around it.
 import jittor_env  # noqa: F401
 import jittor as jt
 
-# Each activation is z where z > 0, else slope * z: the slope of the negative side.
-NEGATIVE_SLOPES = {"identity": lambda slope: 1.0, "relu": lambda slope: 0.0, "leaky_relu": float}
+
+def negative_slope(activation, slope):
+    """Each activation is z where z > 0, else this slope times z."""
+    return {"identity": 1.0, "relu": 0.0, "leaky_relu": float(slope)}[activation]
+
 
 HEADER = r"""
 #include <omp.h>
@@ -189,7 +192,7 @@ def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=Non
     header = (HEADER.replace("@RESIDUAL", " + (r)[i]" if joins else "")
               .replace("@DR_P", "out1_p" if joins else "out0_p")
               .replace("@WRITE_DR", "dr[i] = (dz)" if joins else "(void)0"))
-    data = {"slope": NEGATIVE_SLOPES[activation](slope), "eps": float(eps), "residual": int(joins)}
+    data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}
     affine = jt.stack([weight, bias]).cast(x.dtype)
     # without a residual, x fills its place (never read)
     return NormActivation.apply(x, affine, stats.detach(), residual.cast(x.dtype) if joins else x.detach(),
