@@ -32,8 +32,8 @@ test: warm
 	$(PY) -m pytest --junitxml=$(REPORT) $(PYTEST_ARGS)
 	$(PY) tests/check_report.py $(REPORT)
 
-# Generated data, a small CCNet trained on the CPU, its evaluation and pictures (about 11 minutes
-# on a fresh clone here, 7 once Jittor's caches are warm).
+# Generated data, a small CCNet trained on the CPU, its evaluation and pictures (about 9 minutes
+# on a fresh clone here, less once Jittor's caches are warm).
 demo: warm
 	$(PY) tools/demo.py
 
