@@ -155,6 +155,12 @@ for (int64_t p = 0; p < N * C; p++) {
 }
 """
 
+# The header with and without a residual joining (made once, not per call)
+HEADERS = {joins: HEADER.replace("@RESIDUAL", " + (r)[i]" if joins else "")
+           .replace("@DR_P", "out1_p" if joins else "out0_p")
+           .replace("@WRITE_DR", "dr[i] = (dz)" if joins else "(void)0")
+           for joins in (False, True)}
+
 
 def available(x):
     """True where these kernels apply: one CPU process and a float32 or float64 map [N, C, H, W]."""
@@ -189,11 +195,8 @@ def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=Non
     """act((x - mean) / sqrt(var + eps) * weight + bias [+ residual]) per channel, [mean; var] =
     stats, x's own batch statistics: the gradient of x includes their dependence on x."""
     joins = residual is not None
-    header = (HEADER.replace("@RESIDUAL", " + (r)[i]" if joins else "")
-              .replace("@DR_P", "out1_p" if joins else "out0_p")
-              .replace("@WRITE_DR", "dr[i] = (dz)" if joins else "(void)0"))
     data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}
     affine = jt.stack([weight, bias]).cast(x.dtype)
     # without a residual, x fills its place (never read)
     return NormActivation.apply(x, affine, stats.detach(), residual.cast(x.dtype) if joins else x.detach(),
-                                header, data)
+                                HEADERS[joins], data)
