@@ -13,6 +13,9 @@ so the backward keeps only the attention, (H + W) x H x W values per image (one 
 the H + W - 1 positions, for contiguous GEMM operands), besides q, k, v. Column products work on
 copies of q, k, v (and gradients) transposed to [.., W, H], made inside the kernel.
 
+The module's last step, gamma * out + x, is a kernel here too: its backward's d gamma = sum(out * dy)
+over the whole map is otherwise one of Jittor's single-core reductions.
+
 Only for float32 with oneDNN loaded (Jittor's `use_mkl`); models.cca falls back otherwise.
 """
 import jittor_env  # noqa: F401
@@ -20,6 +23,7 @@ import jittor as jt
 
 HEADER = r"""
 #include <omp.h>
+#include <algorithm>
 #include <cmath>
 #include <vector>
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -146,6 +150,36 @@ sgemm_slices('N', 'N', B, W, Cq, H, H, qT.data(), Cq * HW, H, HW, d_col.data(), 
 add_transposed(tmp, gk, B * Cq, H, W);
 """
 
+# y = gamma * out + x; in0 = gamma [1], in1 = out, in2 = x
+SCALED_RESIDUAL = r"""
+const int64_t n = in1->num;
+const float gamma = in0_p[0];
+#pragma omp parallel for simd
+for (int64_t i = 0; i < n; i++) out0_p[i] = gamma * in1_p[i] + in2_p[i];
+"""
+
+# d out = gamma * dy and d gamma = sum(out * dy); in0 = gamma, in1 = out, in2 = dy. The sum goes
+# in double over fixed blocks, added in order: the same result for any number of threads.
+SCALED_RESIDUAL_GRAD = r"""
+const int64_t n = in1->num, BLOCK = 1 << 16, blocks = (n + BLOCK - 1) / BLOCK;
+const float gamma = in0_p[0];
+std::vector<double> partial(blocks);
+#pragma omp parallel for
+for (int64_t b = 0; b < blocks; b++) {
+    const int64_t end = std::min(n, (b + 1) * BLOCK);
+    double sum = 0;
+    #pragma omp simd reduction(+:sum)
+    for (int64_t i = b * BLOCK; i < end; i++) {
+        sum += double(in1_p[i]) * in2_p[i];
+        out0_p[i] = gamma * in2_p[i];
+    }
+    partial[b] = sum;
+}
+double total = 0;
+for (int64_t b = 0; b < blocks; b++) total += partial[b];
+out1_p[0] = float(total);
+"""
+
 
 def available(*tensors):
     """True where this kernel applies: CPU execution, oneDNN loaded, float32 inputs."""
@@ -171,3 +205,21 @@ class CrissCrossAttentionCPU(jt.Function):
 
 def criss_cross_attention_cpu(query, key, value):
     return CrissCrossAttentionCPU.apply(query, key, value)
+
+
+class ScaledResidualCPU(jt.Function):
+    """gamma * out + x (Eq. 2's last step); backward: d out and d gamma in one pass, d x = dy."""
+
+    def execute(self, gamma, out, x):
+        self.saved = (gamma, out)
+        return jt.code(x.shape, jt.float32, [gamma, out, x], cpu_header=HEADER, cpu_src=SCALED_RESIDUAL)
+
+    def grad(self, grad_y):
+        gamma, out = self.saved
+        grad_out, grad_gamma = jt.code([out.shape, gamma.shape], [jt.float32] * 2, [gamma, out, grad_y],
+                                       cpu_header=HEADER, cpu_src=SCALED_RESIDUAL_GRAD)
+        return grad_gamma, grad_out, grad_y
+
+
+def scaled_residual_cpu(gamma, out, x):
+    return ScaledResidualCPU.apply(gamma, out, x)

@@ -7,7 +7,7 @@ import jittor as jt
 import numpy_reference as ref
 from models import cca, cca_cpu
 from models.cca import CrissCrossAttention, criss_cross_attention_bmm
-from models.cca_cpu import CrissCrossAttentionCPU, criss_cross_attention_cpu
+from models.cca_cpu import CrissCrossAttentionCPU, criss_cross_attention_cpu, scaled_residual_cpu
 
 pytestmark = pytest.mark.skipif(jt.flags.use_cuda == 1 or jt.mkl_ops is None,
                                 reason="the fused kernel runs on the CPU with oneDNN only")
@@ -78,3 +78,34 @@ def test_module_uses_the_fused_kernel_for_float32_on_cpu(monkeypatch):
     expected = ref.cca_module(x.astype(np.float64), {n: p.astype(np.float64) for n, p in params.items()})
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     assert cca.cca_cpu.available(jt.array(x)) and not cca.cca_cpu.available(jt.array(x).float64())
+
+
+# one block of the d gamma sum, several with a partial last one (2 x 3 x 150 x 151 = 135900 values)
+@pytest.mark.parametrize("shape", [(1, 2, 3, 4), (2, 3, 150, 151)], ids=str)
+def test_scaled_residual_and_its_gradients_match_float64(shape):
+    rng = np.random.default_rng(6)
+    gamma, out, x, upstream = (np.array([0.37]), rng.standard_normal(shape), rng.standard_normal(shape),
+                               rng.standard_normal(shape))
+    inputs = [jt.array(a.astype(np.float32)) for a in (gamma, out, x)]
+    y = scaled_residual_cpu(*inputs)
+    d_gamma, d_out, d_x = [g.numpy() for g in jt.grad((y * jt.array(upstream.astype(np.float32))).sum(), inputs)]
+    np.testing.assert_allclose(y.numpy(), gamma * out + x, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(d_gamma, [(out * upstream).sum()], rtol=1e-5)
+    np.testing.assert_allclose(d_out, gamma * upstream, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(d_x, upstream, rtol=1e-6, atol=1e-7)
+
+
+def test_module_gradients_match_the_float64_module():
+    """The fused path (float32) against the plain one (float64) through the whole module."""
+    rng = np.random.default_rng(7)
+    x, upstream = rng.standard_normal((2, 16, 6, 5)), rng.standard_normal((2, 16, 6, 5))
+    grads = []
+    for dtype in (np.float32, np.float64):
+        module = CrissCrossAttention(16)
+        module.load_parameters({n: np.random.default_rng(8).standard_normal(p.shape).astype(dtype) * 0.5
+                                for n, p in module.state_dict().items()})
+        inputs = [jt.array(x.astype(dtype)), module.gamma, module.value_conv.weight]
+        grads.append([g.numpy() for g in jt.grad((module(inputs[0]) * jt.array(upstream.astype(dtype))).sum(), inputs)])
+    for name, fused, plain in zip(["x", "gamma", "value weight"], *grads):
+        scale = np.abs(plain).max()
+        np.testing.assert_allclose(fused / scale, plain / scale, rtol=0, atol=1e-5, err_msg=name)
