@@ -181,7 +181,7 @@ def test_exit_does_not_hang_on_a_killed_compiler_pool():
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the pool's processes")
 
 
-@pytest.mark.parametrize("fixes", ["POINTWISE_CONVOLUTION", "SERIAL_RELAY_TUNERS"])
+@pytest.mark.parametrize("fixes", ["POINTWISE_CONVOLUTION", "SERIAL_RELAY_TUNERS", "COMPILE_IN_ONE_CALL"])
 def test_jittor_fix_applies_once_to_jittors_file(tmp_path, fixes):
     """The installed file is already fixed (importing jittor_env did it); undone on a copy, the fix
     gives that file back, and a second application changes nothing."""
@@ -201,6 +201,33 @@ def test_jittor_fix_applies_once_to_jittors_file(tmp_path, fixes):
     assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == [path]
     assert copy.read_text() == installed
     assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == []
+
+
+FAKE_COMPILER = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls.txt"
+while [ $# -gt 0 ]; do [ "$1" = "-o" ] && : > "$2"; shift; done
+"""
+
+
+@pytest.mark.parametrize("marked", [False, True])
+def test_kernel_compiles_in_one_call_unless_its_source_has_tuning_marks(tmp_path, marked):
+    """Jittor's kernel-compiling script, as Jittor calls it, with a compiler that logs its calls: an
+    unmarked source is one call with Jittor's own arguments; a marked one still takes the script's
+    assembly pass (a call with -S, then one on the assembly)."""
+    import jittor_cuda
+    compiler = tmp_path / "g++"
+    compiler.write_text(FAKE_COMPILER)
+    compiler.chmod(0o755)
+    source = tmp_path / "kernel_op.cc"
+    source.write_text('//@begin replace "a" "b"\nint x;\n//@end\n' if marked else "int x;\n")
+    arguments = [str(source), "-O2", "-shared", "-o", str(tmp_path / "kernel_op.so")]
+    script = os.path.join(jittor_cuda.jittor_package()[0], "utils", "asm_tuner.py")
+    subprocess.run([sys.executable, script, f"--cc_path={compiler}"] + arguments, check=True, timeout=120)
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    if marked:
+        assert len(calls) == 2 and " -S " in calls[0] and calls[1].startswith(str(tmp_path / "kernel_op.s"))
+    else:
+        assert calls == [" ".join(arguments)]
 
 
 def test_unfixable_jittor_compiles_one_kernel_at_a_time(clean_environment, monkeypatch):
