@@ -5,6 +5,7 @@ import pytest
 import jittor as jt
 
 import numpy_reference as ref
+from jittor_helpers import load_random_float64
 from models import cca, cca_cpu
 from models.cca import CrissCrossAttention, criss_cross_attention_bmm
 from models.cca_cpu import CrissCrossAttentionCPU, criss_cross_attention_cpu, scaled_residual_cpu
@@ -95,17 +96,21 @@ def test_scaled_residual_and_its_gradients_match_float64(shape):
     np.testing.assert_allclose(d_x, upstream, rtol=1e-6, atol=1e-7)
 
 
-def test_module_gradients_match_the_float64_module():
-    """The fused path (float32) against the plain one (float64) through the whole module."""
+def test_module_gradients_match_the_float64_module(float64):
+    """The fused path (float32: both kernels) against the plain one (float64) through the module."""
     rng = np.random.default_rng(7)
     x, upstream = rng.standard_normal((2, 16, 6, 5)), rng.standard_normal((2, 16, 6, 5))
+    plain = CrissCrossAttention(16)
+    params = load_random_float64(plain, seed=8, gamma=np.array([0.6]))
+    fused = CrissCrossAttention(16)
+    fused.load_parameters({name: value.astype(np.float32) for name, value in params.items()})
     grads = []
-    for dtype in (np.float32, np.float64):
-        module = CrissCrossAttention(16)
-        module.load_parameters({n: np.random.default_rng(8).standard_normal(p.shape).astype(dtype) * 0.5
-                                for n, p in module.state_dict().items()})
+    for module, dtype in ((fused, np.float32), (plain, np.float64)):
         inputs = [jt.array(x.astype(dtype)), module.gamma, module.value_conv.weight]
-        grads.append([g.numpy() for g in jt.grad((module(inputs[0]) * jt.array(upstream.astype(dtype))).sum(), inputs)])
-    for name, fused, plain in zip(["x", "gamma", "value weight"], *grads):
-        scale = np.abs(plain).max()
-        np.testing.assert_allclose(fused / scale, plain / scale, rtol=0, atol=1e-5, err_msg=name)
+        assert {str(v.dtype) for v in inputs} == {np.dtype(dtype).name}
+        assert cca_cpu.available(*inputs) == (dtype == np.float32)
+        loss = (module(inputs[0]) * jt.array(upstream.astype(dtype))).sum()
+        grads.append([g.numpy() for g in jt.grad(loss, inputs)])
+    for name, fused_grad, plain_grad in zip(["x", "gamma", "value weight"], *grads):
+        scale = np.abs(plain_grad).max()
+        np.testing.assert_allclose(fused_grad / scale, plain_grad / scale, rtol=0, atol=1e-5, err_msg=name)
