@@ -89,7 +89,8 @@ def test_scaled_residual_and_its_gradients_match_float64(shape):
                                rng.standard_normal(shape))
     inputs = [jt.array(a.astype(np.float32)) for a in (gamma, out, x)]
     y = scaled_residual_cpu(*inputs)
-    d_gamma, d_out, d_x = [g.numpy() for g in jt.grad((y * jt.array(upstream.astype(np.float32))).sum(), inputs)]
+    loss = (y * jt.array(upstream.astype(np.float32))).sum()
+    d_gamma, d_out, d_x = [g.numpy() for g in jt.grad(loss, inputs)]
     np.testing.assert_allclose(y.numpy(), gamma * out + x, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(d_gamma, [(out * upstream).sum()], rtol=1e-5)
     np.testing.assert_allclose(d_out, gamma * upstream, rtol=1e-6, atol=1e-7)
