@@ -175,10 +175,10 @@ def batch_statistics(x):
 class NormActivation(jt.Function):
     """y = act(x * scale + shift [+ residual]); backward: the sums, then dx (and dr) in one pass."""
 
-    def execute(self, x, affine, stats, residual, header, data):
+    def execute(self, x, affine, stats, residual, data):
         self.saved = [x, affine, stats, residual]
-        self.header, self.data = header, data
-        return jt.code(x.shape, x.dtype, self.saved, cpu_header=header, cpu_src=FORWARD, data=data)
+        self.header, self.data = HEADERS[bool(data["residual"])], data
+        return jt.code(x.shape, x.dtype, self.saved, cpu_header=self.header, cpu_src=FORWARD, data=data)
 
     def grad(self, dy):
         x = self.saved[0]
@@ -188,7 +188,7 @@ class NormActivation(jt.Function):
         grads = jt.code([x.shape] * outputs, [x.dtype] * outputs, inputs + [sums], cpu_header=self.header,
                         cpu_src=INPUT_GRAD, data=self.data)
         daffine = jt.stack([sums[1], sums[0]]).cast(x.dtype)  # [d weight; d bias]
-        return grads[0], daffine, None, grads[1] if outputs == 2 else None, None, None
+        return grads[0], daffine, None, grads[1] if outputs == 2 else None, None
 
 
 def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):
@@ -198,5 +198,5 @@ def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=Non
     data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}
     affine = jt.stack([weight, bias]).cast(x.dtype)
     # without a residual, x fills its place (never read)
-    return NormActivation.apply(x, affine, stats.detach(), residual.cast(x.dtype) if joins else x.detach(),
-                                HEADERS[joins], data)
+    residual = residual.cast(x.dtype) if joins else x.detach()
+    return NormActivation.apply(x, affine, stats.detach(), residual, data)
