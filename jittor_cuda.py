@@ -199,6 +199,7 @@ class Patch:
     new: str
     needs: str  # what makes the fix necessary: "gpu" (any), "cuda13" or "cudnn9"; jittor_env's own
     # fixes: "cpu" (the CPU path) or "any" (every machine)
+    replaces: tuple = ()  # what earlier versions of this fix wrote instead of `new` (upgraded in place)
 
 
 PATCHES = (
@@ -333,6 +334,10 @@ def apply_patches(jittor_dir, patches, jittor_version):
             text = original = f.read()
         for patch in (p for p in patches if p.path == path):
             if patch.new in text:
+                continue
+            earlier = [r for r in patch.replaces if text.count(r) == 1]
+            if earlier:
+                text = text.replace(earlier[0], patch.new)
                 continue
             if text.count(patch.old) != 1:
                 raise GpuSetupError(f"{full} is not the file of Jittor {JITTOR_VERSION} that the "

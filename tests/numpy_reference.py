@@ -77,6 +77,27 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
+def conv2d_gradients(x, weight, upstream, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of sum(upstream * conv2d(x, weight)) for x and weight: conv2d's loops run backwards,
+    each tap sending upstream * weight to the inputs it read and upstream * input to its weight."""
+    in_channels, (height, width) = x.shape[1], x.shape[2:]
+    out_channels, group_in, kh, kw = weight.shape
+    out_h, out_w = upstream.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    grad_padded = np.zeros_like(padded, dtype=np.float64)
+    grad_weight = np.zeros(weight.shape)
+    group_out = out_channels // groups
+    for o in range(out_channels):
+        channels = slice(o // group_out * group_in, (o // group_out + 1) * group_in)
+        for i in range(kh):
+            for j in range(kw):
+                rows = slice(i * dilation, i * dilation + stride * (out_h - 1) + 1, stride)
+                cols = slice(j * dilation, j * dilation + stride * (out_w - 1) + 1, stride)
+                grad_weight[o, :, i, j] = np.einsum("bhw,bchw->c", upstream[:, o], padded[:, channels, rows, cols])
+                grad_padded[:, channels, rows, cols] += np.einsum("c,bhw->bchw", weight[o, :, i, j], upstream[:, o])
+    return grad_padded[:, :, padding:padding + height, padding:padding + width], grad_weight
+
+
 def activate(y, activation, slope=0.01):
     if activation == "leaky_relu":
         return np.where(y >= 0, y, slope * y)
