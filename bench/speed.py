@@ -11,7 +11,7 @@ bench/torch_models.py) runs when torch is importable (`pip install torch==2.13.0
 
 Each measurement runs in a fresh process, so its peak memory is its own: the rise of the peak
 resident set (VmHWM) over what the process held once model and inputs existed (Jittor's
-parameters are computed before that baseline, as PyTorch's are when the model is built). Times are medians
+parameters and inputs are computed before that baseline, as PyTorch's exist when made). Times are medians
 of --repeats runs after two warm-up runs (the first one compiles Jittor's kernels); "first run"
 is that first warm-up, compile included.
 """
@@ -65,6 +65,7 @@ def jittor_cca_step(target, shape, backward):
         inputs = [jt.randn(b, c // 8, h, w), jt.randn(b, c // 8, h, w), jt.randn(b, c, h, w)]
         forward = lambda: op(*inputs)  # noqa: E731
     upstream = jt.randn(shape).stop_grad()
+    jt.sync(inputs + [upstream])  # Jittor creates arrays lazily; PyTorch's exist before the baseline
 
     def step():
         out = forward()
@@ -90,8 +91,7 @@ def jittor_model_step(backbone, mode, shape):
     from models import build_ccnet
     model = build_ccnet(backbone, num_classes=150)
     x = jt.randn(shape)
-    for parameter in model.parameters():  # Jittor initialises lazily; PyTorch's exist at once
-        parameter.sync()
+    jt.sync([x] + model.parameters())  # Jittor creates arrays lazily; PyTorch's exist at once
     if mode == "eval":
         model.eval()
 
@@ -100,7 +100,7 @@ def jittor_model_step(backbone, mode, shape):
                 model(x).sync()
             jt.sync_all(True)
         return step
-    labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + shape[2:]))
+    labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + shape[2:])).sync()
     optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def step():
