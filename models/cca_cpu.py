@@ -26,8 +26,17 @@ HEADER = r"""
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#include "mem/allocator.h"
 extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+// Working space from Jittor's caching allocator: reused from call to call, where std::vector took
+// fresh pages from the C library and zero-filled them. Each buffer is written in full before it is read.
+struct Scratch {
+    jittor::Allocation block;
+    explicit Scratch(int64_t floats) : block(jittor::get_allocator(), floats * sizeof(float)) {}
+    float *data() { return static_cast<float *>(block.ptr); }
+};
 
 // dst[n][c][w][h] = src[n][c][h][w] for `planes` = n * c planes of H x W.
 static void transpose_hw(const float *src, float *dst, int64_t planes, int64_t H, int64_t W) {
@@ -66,7 +75,7 @@ const int64_t B = in0_shape0, Cq = in0_shape1, H = in0_shape2, W = in0_shape3, C
 const int64_t HW = H * W;
 const float *q = in0_p, *k = in1_p, *v = in2_p;
 float *y = out0_p, *arow = out1_p, *acol = out2_p;
-std::vector<float> qT(B * Cq * HW), kT(B * Cq * HW), vT(B * C * HW), yT(B * C * HW);
+Scratch qT(B * Cq * HW), kT(B * Cq * HW), vT(B * C * HW), yT(B * C * HW);
 transpose_hw(q, qT.data(), B * Cq, H, W);
 transpose_hw(k, kT.data(), B * Cq, H, W);
 transpose_hw(v, vT.data(), B * C, H, W);
@@ -105,8 +114,8 @@ const int64_t B = in0_shape0, Cq = in0_shape1, H = in0_shape2, W = in0_shape3, C
 const int64_t HW = H * W;
 const float *q = in0_p, *k = in1_p, *v = in2_p, *arow = in3_p, *acol = in4_p, *g = in5_p;
 float *gq = out0_p, *gk = out1_p, *gv = out2_p;
-std::vector<float> qT(B * Cq * HW), kT(B * Cq * HW), vT(B * C * HW), gT(B * C * HW);
-std::vector<float> d_row(B * H * W * W), d_col(B * W * H * H), tmpT(B * C * HW);
+Scratch qT(B * Cq * HW), kT(B * Cq * HW), vT(B * C * HW), gT(B * C * HW);
+Scratch d_row(B * H * W * W), d_col(B * W * H * H), tmpT(B * C * HW);
 transpose_hw(q, qT.data(), B * Cq, H, W);
 transpose_hw(k, kT.data(), B * Cq, H, W);
 transpose_hw(v, vT.data(), B * C, H, W);
