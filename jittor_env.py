@@ -31,9 +31,9 @@ are set here, before that import, and never over a value the user already set:
 * NumPy's float limits are computed before Jittor's CPU kernels switch denormals off: asked for
   the first time after that, `np.finfo` (matplotlib, `np.nan_to_num`) warns that the smallest
   subnormal is zero.
-* Freed memory stays in the process for the next step (glibc's mallopt, `keep_freed_memory`): Jittor
-  hands large blocks back to the C library, and faulting them in again took 0.26 s of system time
-  per CCNet-R101 train step.
+* Freed memory stays in the process for the next step (glibc's mallopt, `keep_freed_memory`): large
+  blocks freed to the C library went back to the kernel, and faulting them in again took 0.26 s of
+  system time per CCNet-R101 train step.
 * SIGCHLD gets its default action back (Jittor's handler ends the process when a child is killed).
 * A crash (SIGSEGV, SIGBUS, SIGILL, SIGFPE) prints Python's traceback and ends the process
   (`end_on_crash`); Jittor's own handler could hang in gdb or in exit() instead.
@@ -159,7 +159,7 @@ POINTWISE_CONVOLUTION = (
 # Jittor 1.3.11's oneDNN convolutions let oneDNN allocate their blocked copies of input, weights and
 # output with malloc on every call: 1.6 GB in 880 calls per CCNet-R101 train step at 2 x 3 x 128 x
 # 128, up to 97 MiB at once, placed in the C heap between the blocks of Jittor's own allocator, where
-# they left 200-250 MiB of holes. These copies now come from Jittor's caching allocator (`scratch`).
+# they left 110-200 MiB of holes. These copies now come from Jittor's caching allocator (`scratch`).
 # The backward-data op reordered the weights into the forward layout and from there into its own
 # (two copies of the weights, 45 MiB each for the head's 3 x 3 convolution); now straight into its own.
 # Peak memory of that train step: 1151-1180 -> 972 MiB; results bit for bit the same.
@@ -284,13 +284,14 @@ def fix_jittor():
 def keep_freed_memory():
     """Keep memory the process frees for its next allocation instead of giving it back to the OS.
 
-    Jittor's allocator returns its large blocks to the C library, which unmaps them or trims the
-    heap, so every train step faulted its buffers in anew: CCNet-R101 at 2 x 3 x 128 x 128 took
-    95,000 page faults (370 MiB) and 0.26 s of system time per step, the criss-cross attention
-    module 8,500 per forward+backward. glibc's mallopt: blocks of any size come from the heap
-    (M_MMAP_THRESHOLD) and the heap is never trimmed (M_TRIM_THRESHOLD). A user's own setting
-    of either (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, GLIBC_TUNABLES), or a C library
-    without mallopt, leaves the defaults."""
+    Large blocks freed to the C library were unmapped or trimmed from the heap, so every train step
+    faulted its buffers in anew: CCNet-R101 at 2 x 3 x 128 x 128 took 95,000 page faults (370 MiB)
+    and 0.26 s of system time per step, the criss-cross attention module 8,500 per forward+backward.
+    Most were oneDNN's copies, which ONEDNN_BUFFERS has since moved to Jittor's allocator; the R-101
+    step still ran faster with this setting (1.55-1.59 against 1.71-1.84 s). glibc's mallopt: blocks
+    of any size come from the heap (M_MMAP_THRESHOLD) and the heap is never trimmed
+    (M_TRIM_THRESHOLD). A user's own setting of either (MALLOC_MMAP_THRESHOLD_,
+    MALLOC_TRIM_THRESHOLD_, GLIBC_TUNABLES), or a C library without mallopt, leaves the defaults."""
     if ({"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ)
             or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")):
         return
