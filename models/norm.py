@@ -12,7 +12,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from . import norm_cpu
+from . import norm_cpu, norm_gpu
 
 ACTIVATIONS = ("leaky_relu", "relu", "identity")
 
@@ -54,11 +54,12 @@ class ABN(nn.Module):
     def execute(self, x, residual=None):
         """act(norm(x) [+ residual]): a residual, where given, joins before the activation."""
         weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
-        if self.is_train and norm_cpu.available(x):
-            stats = norm_cpu.batch_statistics(x)
+        kernels = next((k for k in (norm_cpu, norm_gpu) if k.available(x)), None) if self.is_train else None
+        if kernels:
+            stats = kernels.batch_statistics(x)
             self._update_running_statistics(x, stats[0], stats[1])
-            return norm_cpu.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps,
-                                            residual)
+            return kernels.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps,
+                                           residual)
         if self.is_train:
             mean, var = self._batch_statistics(x)
             self._update_running_statistics(x, mean, var)

@@ -14,9 +14,10 @@ where given, joins before the activation: a ResNet bottleneck's last norm, short
 are one pass forward and the ReLU's mask costs no pass of its own backward. The statistics enter
 `y` as a constant and the backward accounts for them.
 
-Used in training on one CPU process for float32 and float64 maps; under MPI (the statistics are
-all-reduced between the passes), on a GPU and in eval models.norm keeps the plain formulation,
-which in eval Jittor fuses with the residual add and ReLU around it.
+Used in training on one CPU process for float32 and float64 maps; on one GPU models/norm_gpu.py
+computes the same with Jittor operators. Under MPI (the statistics are all-reduced between the
+passes) and in eval models.norm keeps the plain formulation, which in eval Jittor fuses with the
+residual add and ReLU around it.
 """
 import jittor_env  # noqa: F401
 import jittor as jt
@@ -194,9 +195,14 @@ class NormActivation(jt.Function):
 def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):
     """act((x - mean) / sqrt(var + eps) * weight + bias [+ residual]) per channel, [mean; var] =
     stats, x's own batch statistics: the gradient of x includes their dependence on x."""
+    return apply_norm_activation(NormActivation, x, weight, bias, stats, activation, slope, eps, residual)
+
+
+def apply_norm_activation(function, x, weight, bias, stats, activation, slope, eps, residual):
+    """`function` (this module's NormActivation or models.norm_gpu's) on the arguments both take."""
     joins = residual is not None
     data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}
     affine = jt.stack([weight, bias]).cast(x.dtype)
     # without a residual, x fills its place (never read)
     residual = residual.cast(x.dtype) if joins else x.detach()
-    return NormActivation.apply(x, affine, stats.detach(), residual, data)
+    return function.apply(x, affine, stats.detach(), residual, data)

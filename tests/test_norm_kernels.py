@@ -1,13 +1,14 @@
-"""The CPU norm kernels (models/norm_cpu.py, training mode): outputs, running statistics and
-gradients of input, weight, bias (and a residual joining before the activation) against a NumPy
-float64 formulation and its finite differences, and against the plain Jittor formulation of
-models/norm.py."""
+"""The training-mode norms of one process, the CPU kernels (models/norm_cpu.py) and the GPU's
+formulation with matrix-product sums (models/norm_gpu.py, run here on the CPU: the same operators):
+outputs, running statistics and gradients of input, weight, bias (and a residual joining before the
+activation) against a NumPy float64 formulation and its finite differences, and against the plain
+Jittor formulation of models/norm.py."""
 import numpy as np
 import pytest
 
 import jittor as jt
 
-from models import norm_cpu
+from models import norm_cpu, norm_gpu
 from models.norm import ABN, BatchNorm2d
 
 EPS = 1e-5
@@ -20,6 +21,7 @@ NORMS = [
     ("batchnorm relu + residual", BatchNorm2d, "relu", 0.01, False, True),
 ]
 IDS = [n[0] for n in NORMS]
+KERNELS = {"cpu": norm_cpu, "gpu": norm_gpu}
 
 
 def reference(x, weight, bias, running_mean, running_var, activation, slope, positive_scale, residual=None):
@@ -45,12 +47,21 @@ def case(dtype, shape, seed=0):
                 residual=rng.normal(0.0, 2.0, shape).astype(dtype))
 
 
+def recorded(function, name, calls):
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return function(*args, **kwargs)
+    return wrapper
+
+
 def jittor_run(cls, activation, slope, data, kernels, monkeypatch, residual):
     """Output, gradients (x, weight, bias[, residual]) and running statistics of one training
-    forward + backward."""
+    forward + backward, with the norm of `kernels` ("cpu", "gpu", or None: the plain formulation)."""
+    calls = []  # the kernels models.norm used
     with monkeypatch.context() as patch:
-        if not kernels:
-            patch.setattr(norm_cpu, "available", lambda x: False)
+        for name, module in KERNELS.items():
+            patch.setattr(module, "available", lambda x, used=name == kernels: used)
+            patch.setattr(module, "norm_activation", recorded(module.norm_activation, name, calls))
         norm = cls(data["x"].shape[1], activation=activation)
         norm.slope = slope
         for name in ("weight", "bias", "running_mean", "running_var"):
@@ -63,6 +74,7 @@ def jittor_run(cls, activation, slope, data, kernels, monkeypatch, residual):
         else:
             y = norm(x)
         grads = jt.grad((y * jt.array(data["upstream"].copy())).sum(), inputs)
+        assert calls == ([kernels] if kernels else [])
         return [v.numpy() for v in (y, *grads, norm.running_mean, norm.running_var)]
 
 
@@ -87,12 +99,13 @@ def finite_differences(data, activation, slope, positive_scale, names, step=1e-6
     return grads
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("name,cls,activation,slope,positive_scale,residual", NORMS, ids=IDS)
 def test_kernels_in_float64_against_numpy_and_finite_differences(name, cls, activation, slope, positive_scale,
-                                                                 residual, monkeypatch, float64):
+                                                                 residual, kernels, monkeypatch, float64):
     data = case(np.float64, (2, 5, 3, 4))
     names = ("x", "weight", "bias", "residual") if residual else ("x", "weight", "bias")
-    y, *grads, running_mean, running_var = jittor_run(cls, activation, slope, data, True, monkeypatch, residual)
+    y, *grads, running_mean, running_var = jittor_run(cls, activation, slope, data, kernels, monkeypatch, residual)
     assert y.dtype == grads[0].dtype == np.float64
     expected = reference(data["x"], data["weight"], data["bias"], data["running_mean"], data["running_var"],
                          activation, slope, positive_scale, data["residual"] if residual else None)
@@ -105,14 +118,15 @@ def test_kernels_in_float64_against_numpy_and_finite_differences(name, cls, acti
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7 * np.abs(want).max(), err_msg="d" + what)
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("name,cls,activation,slope,positive_scale,residual", NORMS, ids=IDS)
 def test_kernels_compute_what_the_plain_formulation_computes(name, cls, activation, slope, positive_scale,
-                                                             residual, monkeypatch):
-    """float32, a map of 64 channels. The plain formulation sums sequentially in float32,
-    the kernels in double: both within float32 rounding of each other."""
+                                                             residual, kernels, monkeypatch):
+    """float32, a map of 64 channels. The plain formulation sums sequentially in float32, the CPU
+    kernels in double, the GPU's formulation as matrix products: within float32 rounding of each other."""
     data = case(np.float32, (2, 64, 17, 23), seed=2)
-    fast = jittor_run(cls, activation, slope, data, True, monkeypatch, residual)
-    plain = jittor_run(cls, activation, slope, data, False, monkeypatch, residual)
+    fast = jittor_run(cls, activation, slope, data, kernels, monkeypatch, residual)
+    plain = jittor_run(cls, activation, slope, data, None, monkeypatch, residual)
     names = ("y", "dx", "dweight", "dbias") + (("dresidual",) if residual else ()) + ("running_mean", "running_var")
     assert len(fast) == len(plain) == len(names)
     for what, a, b in zip(names, fast, plain):
