@@ -42,8 +42,8 @@ demo: warm
 ablation: warm
 	$(PY) tools/ablation.py
 
-# On a GPU machine: start-up, the attention operator and both CCNets against the CPU, 20 training
-# steps, speed and memory against PyTorch (tools/gpu_check.py; about 5 minutes on a cold cache).
+# On a GPU machine: start-up, the attention operator, a training norm and both CCNets against the CPU, 20 training
+# steps, speed and memory against PyTorch (tools/gpu_check.py; 342 s on an H100 from a cold cache).
 gpu-check: warm
 	$(PY) tools/gpu_check.py
 
