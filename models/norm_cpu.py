@@ -14,9 +14,9 @@ where given, joins before the activation: a ResNet bottleneck's last norm, short
 are one pass forward and the ReLU's mask costs no pass of its own backward. The statistics enter
 `y` as a constant and the backward accounts for them.
 
-Used in training on one CPU process for float32 and float64 maps; on one GPU models/norm_gpu.py
-computes the same with Jittor operators. Under MPI (the statistics are all-reduced between the
-passes) and in eval models.norm keeps the plain formulation, which in eval Jittor fuses with the
+Used in training on one CPU process for float32 and float64 maps; on GPUs and under MPI
+models/norm_gpu.py computes the same with Jittor operators (and the statistics of every process's
+part of the batch). In eval models.norm keeps the plain formulation, which Jittor fuses with the
 residual add and ReLU around it.
 """
 import jittor_env  # noqa: F401

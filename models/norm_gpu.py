@@ -1,4 +1,4 @@
-"""Batch normalisation with its activation for training on one GPU: the function and the backward of
+"""Batch normalisation with its activation for training on GPUs: the function and the backward of
 models/norm_cpu.py (statistics, y; then the two per-channel sums and dx), written as Jittor
 operators whose every per-channel sum is a matrix product.
 
@@ -10,7 +10,9 @@ sums move: x is read as rows of H * W pixels, multiplied by a column of ones, an
 each channel added. The backward uses the sums of dz and dz * xhat as models/norm_cpu.py does,
 instead of the dozen reductions Jittor's autograd makes of the plain formulation.
 
-Under MPI (statistics all-reduced) and in eval, models.norm keeps the plain formulation.
+Under MPI the sums are added over the processes, so that the statistics are the whole batch's
+(synchronised batch norm), also on CPUs, whose kernels see one process's part of the batch. In eval
+models.norm keeps the plain formulation.
 """
 import numpy as np
 
@@ -21,14 +23,25 @@ from .norm_cpu import apply_norm_activation
 
 
 def available(x):
-    """True where this formulation is used: one GPU process and a float32 or float64 map [N, C, H, W]."""
-    return jt.flags.use_cuda and not jt.in_mpi and x.ndim == 4 and x.dtype in (jt.float32, jt.float64)
+    """True where this formulation is used: on GPUs, and under MPI also on CPUs (the CPU kernels see
+    one process's part of the batch), for a float32 or float64 map [N, C, H, W]."""
+    return (jt.flags.use_cuda or jt.in_mpi) and x.ndim == 4 and x.dtype in (jt.float32, jt.float64)
 
 
 def channel_sums(x):
     """Per-channel sums of x [N, C, H, W] over N, H, W, as a matrix-vector product."""
     n, c, h, w = x.shape
     return jt.matmul(x.reshape(n * c, h * w), jt.ones((h * w, 1), x.dtype)).reshape(n, c).sum(0)
+
+
+def all_processes(sums):
+    """Sums over every MPI process's part of the batch (the batch statistics are the whole batch's)."""
+    return sums.mpi_all_reduce("add") if jt.in_mpi else sums
+
+
+def batch_count(x):
+    """Pixels per channel in the whole batch, over every process."""
+    return x.numel() // x.shape[1] * jt.world_size
 
 
 def per_channel(v):
@@ -42,10 +55,9 @@ def scalar(value, dtype):
 
 def batch_statistics(x):
     """[mean; biased variance] [2, C] of x [N, C, H, W] over N, H, W (two passes), as a constant."""
-    x = x.detach()
-    count = x.numel() // x.shape[1]
-    mean = channel_sums(x) / count
-    var = channel_sums((x - per_channel(mean)).sqr()) / count
+    x, count = x.detach(), batch_count(x)
+    mean = all_processes(channel_sums(x)) / count
+    var = all_processes(channel_sums((x - per_channel(mean)).sqr())) / count
     return jt.stack([mean, var])
 
 
@@ -68,10 +80,12 @@ class NormActivation(jt.Function):
         # y > 0 exactly where z > 0, for every activation here (slope 1, 0 or 0.01)
         dz = jt.ternary(y > 0, dy, dy * self.slope)
         xhat = (x - per_channel(mean)) * per_channel(invstd)
-        count = x.numel() // x.shape[1]
-        dbias, dweight = channel_sums(dz), channel_sums(dz * xhat)
-        dx = per_channel(weight * invstd) * (dz - per_channel(dbias / count) - xhat * per_channel(dweight / count))
-        return dx, jt.stack([dweight, dbias]), None, dz if self.joins else None, None
+        # the affine gradients are this process's sums (the optimizer averages them over processes);
+        # the input's gradient runs through the statistics of the whole batch
+        daffine = jt.stack([channel_sums(dz * xhat), channel_sums(dz)])
+        dweight, dbias = all_processes(daffine) / batch_count(x)
+        dx = per_channel(weight * invstd) * (dz - per_channel(dbias) - xhat * per_channel(dweight))
+        return dx, daffine, None, dz if self.joins else None, None
 
 
 def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):

@@ -39,16 +39,38 @@ def log(work_dir):
     return [json.loads(line) for line in (Path(work_dir) / "log.jsonl").read_text().splitlines()]
 
 
+def run_two_processes(script, *args):
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    result = subprocess.run([MPIRUN, "-np", "2", sys.executable, str(ROOT / "tests" / script), *args], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_norm_in_two_processes_is_the_norm_of_their_whole_batch(tmp_path):
+    """Batch statistics of the whole batch (synchronised batch norm): each process's output and input
+    gradients are its half of one process's, and the weight gradients of the two add up to one's
+    (the optimizer averages the processes' gradients of their own mean losses)."""
+    run_two_processes("mpi_norm.py", str(tmp_path))
+    subprocess.run([sys.executable, str(ROOT / "tests" / "mpi_norm.py"), str(tmp_path)], cwd=ROOT, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    one = np.load(tmp_path / "norm_single.npz")
+    halves = [np.load(tmp_path / f"norm_rank{rank}.npz") for rank in (0, 1)]
+    for name in ("y", "dx", "dresidual"):
+        np.testing.assert_allclose(np.concatenate([h[name] for h in halves]), one[name], rtol=1e-5,
+                                   atol=1e-5 * np.abs(one[name]).max(), err_msg=name)
+    for name in ("dweight", "dbias"):
+        np.testing.assert_allclose(halves[0][name] + halves[1][name], one[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    for half in halves:
+        for name in ("running_mean", "running_var"):
+            np.testing.assert_allclose(half[name], one[name], rtol=1e-6, err_msg=name)
+
+
 def test_two_processes_match_one(tmp_path):
     data_root = str(tmp_path / "data")
     make_synthetic_ade20k.main(["--out", data_root, "--train", "8", "--val", "3", "--size", "96"])
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     distributed = tmp_path / "two"
-    result = subprocess.run([MPIRUN, "-np", "2", sys.executable, str(ROOT / "tests" / "mpi_train.py"),
-                             *run_args(data_root, distributed)], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_two_processes("mpi_train.py", *run_args(data_root, distributed))
     single = tmp_path / "one"
     assert train.main(run_args(data_root, single)) == 0
 
@@ -62,8 +84,8 @@ def test_two_processes_match_one(tmp_path):
         np.testing.assert_array_equal(rank0[name], two[name], err_msg=name)  # and that is what was saved
         scale = max(np.abs(one[name]).max(), 1e-3)
         worst = max(worst, np.abs(two[name] - one[name]).max() / scale)
-    # Only the order of float32 sums differs (per-process means, then the mean of those). Measured
-    # after 3 steps: 1.8e-4 of a tensor's largest value (batch-norm running means), losses 2e-6.
+    # Only the order of float32 sums differs (per-process sums, then the sum of those). Measured
+    # after 3 steps: 1.7e-5 of a tensor's largest value, losses 2e-6.
     assert worst < 1e-3, worst
     one_log, two_log = log(single), log(distributed)
     assert [r["iter"] for r in one_log] == [r["iter"] for r in two_log]  # one log, from process 0
