@@ -65,7 +65,7 @@ def training_norm(rng):
     the CPU kernels compute it, on a GPU the GPU's formulation."""
     import jittor as jt
     from models.norm import ABN
-    b, c, h, w = CCA_SHAPE
+    c = CCA_SHAPE[1]
     norm = ABN(c, activation="relu")
     norm.weight.assign(jt.array(rng.uniform(-1.5, 1.5, c).astype(np.float32)))
     norm.bias.assign(jt.array(rng.normal(size=c).astype(np.float32)))
