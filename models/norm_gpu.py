@@ -14,6 +14,8 @@ Under MPI the sums are added over the processes, so that the statistics are the 
 (synchronised batch norm), also on CPUs, whose kernels see one process's part of the batch. In eval
 models.norm keeps the plain formulation.
 """
+import functools
+
 import numpy as np
 
 import jittor_env  # noqa: F401
@@ -28,10 +30,16 @@ def available(x):
     return (jt.flags.use_cuda or jt.in_mpi) and x.ndim == 4 and x.dtype in (jt.float32, jt.float64)
 
 
+@functools.lru_cache(maxsize=None)
+def ones_column(rows, dtype):
+    """The column of ones the sums multiply by, made once per map size (four uses per norm and step)."""
+    return jt.ones((rows, 1), dtype).stop_grad()
+
+
 def channel_sums(x):
     """Per-channel sums of x [N, C, H, W] over N, H, W, as a matrix-vector product."""
     n, c, h, w = x.shape
-    return jt.matmul(x.reshape(n * c, h * w), jt.ones((h * w, 1), x.dtype)).reshape(n, c).sum(0)
+    return jt.matmul(x.reshape(n * c, h * w), ones_column(h * w, str(x.dtype))).reshape(n, c).sum(0)
 
 
 def all_processes(sums):
