@@ -32,7 +32,7 @@ test: warm
 	$(PY) -m pytest --junitxml=$(REPORT) $(PYTEST_ARGS)
 	$(PY) tests/check_report.py $(REPORT)
 
-# Generated data, a small CCNet trained on the CPU, its evaluation and pictures (about 8 minutes
+# Generated data, a small CCNet trained on the CPU, its evaluation and pictures (7-11 minutes
 # on a fresh clone here, less once Jittor's caches are warm).
 demo: warm
 	$(PY) tools/demo.py
