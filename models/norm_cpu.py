@@ -195,14 +195,14 @@ class NormActivation(jt.Function):
 def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=None):
     """act((x - mean) / sqrt(var + eps) * weight + bias [+ residual]) per channel, [mean; var] =
     stats, x's own batch statistics: the gradient of x includes their dependence on x."""
-    return apply_norm_activation(NormActivation, x, weight, bias, stats, activation, slope, eps, residual)
+    residual, data = activation_data(x, activation, slope, eps, residual)
+    affine = jt.stack([weight, bias]).cast(x.dtype)
+    return NormActivation.apply(x, affine, stats.detach(), residual, data)
 
 
-def apply_norm_activation(function, x, weight, bias, stats, activation, slope, eps, residual):
-    """`function` (this module's NormActivation or models.norm_gpu's) on the arguments both take."""
+def activation_data(x, activation, slope, eps, residual):
+    """The residual argument of this module's NormActivation and of models.norm_gpu's (x, never
+    read, where none joins) and the data both take."""
     joins = residual is not None
     data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}
-    affine = jt.stack([weight, bias]).cast(x.dtype)
-    # without a residual, x fills its place (never read)
-    residual = residual.cast(x.dtype) if joins else x.detach()
-    return function.apply(x, affine, stats.detach(), residual, data)
+    return (residual.cast(x.dtype) if joins else x.detach()), data
