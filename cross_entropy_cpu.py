@@ -9,7 +9,7 @@ of one image and walks the classes with the pixels innermost (contiguous in NCHW
     backward  dx_c = (softmax_c - [c == label]) * dnll, 0 where the label is not a class
 
 Sums of exponentials are in double. Used on the CPU for float32 and float64 logits; elsewhere
-losses.py keeps Jittor's formulation.
+(GPUs) losses.pixel_cross_entropy computes the same with Jittor operators, also in place.
 """
 import jittor_env  # noqa: F401
 import jittor as jt

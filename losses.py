@@ -100,10 +100,9 @@ def segmentation_loss(logits, labels, ohem=None):
     """Mean cross-entropy over the valid (and, with OHEM, kept) pixels of logits upsampled to the
     labels' size."""
     logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-    if cross_entropy_cpu.available(logits):
-        nll = cross_entropy_cpu.pixel_cross_entropy(logits, labels)
-    else:
-        nll = nn.cross_entropy_loss(logits, labels, ignore_index=IGNORE, reduction="none").reshape(labels.shape)
+    cross_entropy = cross_entropy_cpu.pixel_cross_entropy if cross_entropy_cpu.available(logits) \
+        else pixel_cross_entropy
+    nll = cross_entropy(logits, labels)
     keep = labels != IGNORE
     if ohem is not None:
         prob = nn.softmax(logits.detach(), dim=1)
@@ -112,6 +111,19 @@ def segmentation_loss(logits, labels, ohem=None):
         keep = keep & (true_class <= threshold)
     keep = keep.cast(nll.dtype)
     return (nll * keep).sum() / valid_pixels_per_process(keep)
+
+
+def pixel_cross_entropy(logits, labels):
+    """nll [N, H, W] of logits [N, C, H, W] against integer labels [N, H, W], 0 where a label is not
+    one of the C classes: cross_entropy_cpu's function (which the CPU uses) as Jittor operators that
+    reduce over the classes in place. Jittor's own cross_entropy_loss transposes the logits to rows
+    [N H W, C] first, a copy of a step's largest tensor (and one of its gradient), and neighbouring
+    GPU threads then read C values apart."""
+    peak = logits.max(1).detach()  # any per-pixel constant would do: the gradient is softmax's
+    log_sum = (logits - peak.unsqueeze(1)).exp().sum(1).log() + peak
+    is_label = (jt.index(logits.shape, 1) == labels.unsqueeze(1)).cast(logits.dtype)
+    valid = ((labels >= 0) & (labels < logits.shape[1])).cast(logits.dtype)
+    return (log_sum - (logits * is_label).sum(1)) * valid
 
 
 def valid_pixels_per_process(keep):

@@ -1,13 +1,18 @@
-"""The CPU cross-entropy kernel (cross_entropy_cpu.py): per-pixel losses and the logits' gradient
-against NumPy float64 and its finite differences, and against Jittor's own cross_entropy_loss."""
+"""The per-pixel cross-entropy, both as the CPU kernel (cross_entropy_cpu.py) and as the Jittor
+operators used elsewhere (losses.pixel_cross_entropy, run here on the CPU): per-pixel losses and the
+logits' gradient against NumPy float64 and its finite differences, and against Jittor's own
+cross_entropy_loss; the training loss is the same through either."""
 import numpy as np
+import pytest
 
 import jittor as jt
 from jittor import nn
 
 import cross_entropy_cpu
+import losses
 
 IGNORE = 255
+FORMULATIONS = {"cpu kernel": cross_entropy_cpu.pixel_cross_entropy, "operators": losses.pixel_cross_entropy}
 
 
 def case(dtype, shape, seed=0):
@@ -30,15 +35,16 @@ def numpy_nll(logits, labels):
     return np.where(valid, -picked, 0.0)
 
 
-def kernel_run(logits, labels, upstream):
+def run(formulation, logits, labels, upstream):
     x = jt.array(logits)
-    nll = cross_entropy_cpu.pixel_cross_entropy(x, jt.array(labels))
+    nll = FORMULATIONS[formulation](x, jt.array(labels))
     return nll.numpy(), jt.grad((nll * jt.array(upstream)).sum(), x).numpy()
 
 
-def test_float64_against_numpy_and_finite_differences(float64):
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_float64_against_numpy_and_finite_differences(float64, formulation):
     logits, labels, upstream = case(np.float64, (2, 5, 3, 4))
-    nll, grad = kernel_run(logits, labels, upstream)
+    nll, grad = run(formulation, logits, labels, upstream)
     assert nll.dtype == grad.dtype == np.float64
     np.testing.assert_allclose(nll, numpy_nll(logits, labels), rtol=1e-12, atol=1e-12)
     step, numeric = 1e-6, np.zeros_like(logits)
@@ -53,13 +59,35 @@ def test_float64_against_numpy_and_finite_differences(float64):
     assert ignored.any() and (grad[ignored] == 0).all()
 
 
-def test_float32_as_jittors_cross_entropy_over_several_pixel_blocks():
-    """150 classes, 391 pixels a map: more than one block of pixels, the last one partial."""
+@pytest.mark.parametrize("formulation", FORMULATIONS)
+def test_float32_as_jittors_cross_entropy_over_several_pixel_blocks(formulation):
+    """150 classes, 391 pixels a map: more than one block of pixels (the kernel's), the last partial."""
     logits, labels, upstream = case(np.float32, (2, 150, 17, 23), seed=1)
-    nll, grad = kernel_run(logits, labels, upstream)
+    nll, grad = run(formulation, logits, labels, upstream)
     x = jt.array(logits)
     plain = nn.cross_entropy_loss(x, jt.array(labels), ignore_index=IGNORE, reduction="none").reshape(labels.shape)
     plain_grad = jt.grad((plain * jt.array(upstream)).sum(), x).numpy()
     assert nll.dtype == grad.dtype == np.float32
     np.testing.assert_allclose(nll, plain.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grad, plain_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_training_loss_is_the_same_through_either(monkeypatch):
+    """segmentation_loss takes the operators where the kernel is not available (on GPUs)."""
+    rng = np.random.default_rng(2)
+    logits = jt.array(rng.normal(size=(2, 150, 9, 11)).astype(np.float32) * 3)
+    labels = rng.integers(0, 150, (2, 33, 41)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.3] = IGNORE
+    labels = jt.array(labels)
+    results = {}
+    for kernel in (True, False):
+        monkeypatch.setattr(cross_entropy_cpu, "available", lambda x, kernel=kernel: kernel)
+        calls = []
+        monkeypatch.setattr(losses, "pixel_cross_entropy",
+                            lambda *a, f=losses.pixel_cross_entropy: calls.append(1) or f(*a))
+        loss = losses.segmentation_loss(logits, labels)
+        results[kernel] = (loss.item(), jt.grad(loss, logits).numpy())
+        assert bool(calls) != kernel  # the operators ran exactly where the kernel was unavailable
+        monkeypatch.undo()
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-6)
+    np.testing.assert_allclose(results[False][1], results[True][1], rtol=1e-5, atol=1e-9)
