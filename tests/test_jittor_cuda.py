@@ -208,13 +208,14 @@ def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["rows"] == [{"check": "CPU reference (attention, norm, both CCNets)", "result": "finite",
+    assert report["rows"] == [{"check": "CPU reference (attention, norm, loss, both CCNets)", "result": "finite",
                                "target": "finite", "ok": True}]
     assert report["skipped"] == ["every GPU stage: no NVIDIA GPU is visible"]
     reference = np.load(tmp_path / "reference.npz")
     assert set(reference) == {"cca_forward", "cca_grad_query", "cca_grad_key", "cca_grad_value",
                               "norm_forward", "norm_running_var", "norm_grad_x", "norm_grad_weight",
-                              "norm_grad_bias", "norm_grad_residual", "resnet101_logits", "van_base_logits"}
+                              "norm_grad_bias", "norm_grad_residual", "loss", "loss_grad_logits",
+                              "resnet101_logits", "van_base_logits"}
     assert "Skipped: every GPU stage" in (tmp_path / "gpu_check.md").read_text()
 
 

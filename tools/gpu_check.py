@@ -1,6 +1,6 @@
 """Check Jittor on this machine's GPU: start-up, the criss-cross attention operator, a training-mode
-norm and both CCNets against the CPU, 20 training steps, and speed and memory against PyTorch on
-the same GPU.
+norm, the training loss and both CCNets against the CPU, 20 training steps, and speed and memory
+against PyTorch on the same GPU.
 
     make gpu-check                      # python tools/gpu_check.py --out work_dirs/gpu_check
 
@@ -34,6 +34,7 @@ TRAIN_STEPS, EVAL_REPEATS, WARMUP = 20, 10, 2
 TOLERANCE = 1e-4  # max |gpu - cpu| / max |cpu|
 TARGET_TIME = 1.2  # Jittor's time <= 1.2x PyTorch's
 NUM_CLASSES = 150
+LOSS_SHAPE = (2, NUM_CLASSES, 9, 11)  # logits at stride 8 of labels 72 x 88
 
 
 # --- what each stage computes, in its own process -------------------------------------------------
@@ -79,9 +80,22 @@ def training_norm(rng):
     return results
 
 
+def training_loss(rng):
+    """The training loss (logits upsampled to the labels, cross-entropy over valid pixels) and its
+    logits' gradient: on the CPU the cross-entropy kernel computes it, on a GPU Jittor operators."""
+    import jittor as jt
+    from losses import IGNORE, segmentation_loss
+    logits = jt.array(rng.normal(0, 3, LOSS_SHAPE).astype(np.float32))
+    n, _, h, w = LOSS_SHAPE
+    labels = rng.integers(0, LOSS_SHAPE[1], (n, 8 * h, 8 * w)).astype(np.int32)
+    labels[rng.random(labels.shape) < 0.2] = IGNORE
+    loss = segmentation_loss(logits, jt.array(labels))
+    return {"loss": loss.numpy().reshape(1), "loss_grad_logits": jt.grad(loss, logits).numpy()}
+
+
 def attention_and_models():
     """Criss-cross attention forward and input gradients, a training-mode norm and its gradients,
-    and both CCNets' eval logits."""
+    the training loss and its gradient, and both CCNets' eval logits."""
     import jittor as jt
     from models.cca import criss_cross_attention
     rng = np.random.default_rng(1)
@@ -94,6 +108,7 @@ def attention_and_models():
     results = {"cca_forward": out.numpy()}
     results.update({f"cca_grad_{n}": g.numpy() for n, g in zip(("query", "key", "value"), grads)})
     results.update(training_norm(rng))
+    results.update(training_loss(rng))
     image = np.random.default_rng(2).normal(size=COMPARE_SHAPE).astype(np.float32)
     for backbone in BACKBONES:
         with jt.no_grad():
@@ -377,7 +392,7 @@ def main():
         result = stage(report, "CPU reference", "reference", {"path": str(reference)}, 300,
                        env={"CUDA_VISIBLE_DEVICES": ""})
         if result:
-            report.add("CPU reference (attention, norm, both CCNets)", "finite" if result["finite"] else "not finite",
+            report.add("CPU reference (attention, norm, loss, both CCNets)", "finite" if result["finite"] else "not finite",
                        "finite", result["finite"])
     from jittor_cuda import gpu_visible  # no Jittor start in this parent process
     if not gpu_visible():
