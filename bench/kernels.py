@@ -2,6 +2,7 @@
 
     python bench/kernels.py                                   (CCNet-R101 and CCNet-VAN-base)
     python bench/kernels.py --backbones resnet101 --shape 1 3 256 256 --top 20
+    python bench/kernels.py --gpu --shape 4 3 512 512         (on an NVIDIA GPU, torch with CUDA)
 
 The step is bench/speed.py's (forward, main + 0.4 x DSN cross entropy, backward, SGD). Each
 framework runs in its own process: two warm-up steps (the first compiles Jittor's kernels), then
@@ -9,12 +10,19 @@ one profiled step. Jittor's rows are its compiled kernels (jt.profile_scope): on
 fused element-wise kernels by the operators fused into them; PyTorch's are its operators'
 self CPU time (torch.profiler), so a PyTorch row excludes the operators it calls. Shares are of the
 sum of the rows, which leaves out the Python and scheduling time between kernels.
+
+With --gpu both run on the GPU and the rows are GPU kernels by name with their GPU time, as CUPTI
+records them through torch.profiler (which sees every kernel of the process, Jittor's too). Each
+table then starts with the step's wall time, Jittor's Python graph building (Jittor runs nothing
+until the step is complete, so the GPU waits for it), the kernels' sum and the GPU's busy time:
+wall time beyond the busy time is the GPU waiting for the host.
 """
 import argparse
 import json
 import re
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN_OPS = 4  # operator names shown for a fused Jittor kernel
+KERNEL_NAME = 110  # characters kept of a GPU kernel's name (cuDNN's run to several hundred)
 
 
 def jittor_kernel_label(name):
@@ -62,6 +71,94 @@ def jittor_rows(backbone, shape):
     return rows
 
 
+def cuda_kernels(step):
+    """Kernels CUPTI records while `step` runs (it must wait for the GPU), by name: [calls, seconds];
+    the GPU's busy time (the union of the kernels' intervals) and the span from first to last."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+    rows, intervals = defaultdict(lambda: [0, 0.0]), []
+    for event in prof.events():
+        start, end = event.time_range.start, event.time_range.end  # microseconds
+        if event.device_type != torch.autograd.DeviceType.CUDA or end <= start:
+            continue
+        rows[event.name[:KERNEL_NAME]][0] += 1
+        rows[event.name[:KERNEL_NAME]][1] += (end - start) / 1e6
+        intervals.append((start / 1e6, end / 1e6))
+    busy, span = busy_and_span(intervals)
+    return rows, {"gpu_busy_s": busy, "gpu_span_s": span, "kernels": len(intervals)}
+
+
+def busy_and_span(intervals):
+    """The length of the union of (start, end) intervals (kernels overlap on several streams) and
+    the time from the first start to the last end."""
+    busy, reach = 0.0, None
+    for start, end in sorted(intervals):
+        if reach is None or start > reach:
+            busy, reach = busy + end - start, end
+        elif end > reach:
+            busy, reach = busy + end - reach, end
+    span = max(e for _, e in intervals) - min(s for s, _ in intervals) if intervals else 0.0
+    return busy, span
+
+
+def jittor_gpu_rows(backbone, shape):
+    """Jittor on the GPU: the step's wall time (median of 5), its Python graph building, its kernels."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch  # noqa: F401  (first, as in every GPU run measured: CUPTI through torch.profiler)
+    import jittor_env  # noqa: F401
+    import jittor as jt
+    from jittor import nn
+    from models import build_ccnet
+    from speed import jittor_sgd_step
+    if not jt.flags.use_cuda:
+        sys.exit("--gpu: Jittor is not using a GPU here")
+    model = build_ccnet(backbone, num_classes=150)
+    x = jt.randn(shape)
+    labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + tuple(shape[2:])).astype(np.int32))
+    optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    walls, builds = [], []
+    for i in range(7):
+        start = time.perf_counter()
+        jittor_sgd_step(model, optimizer, x, labels)
+        built = time.perf_counter()
+        jt.sync_all(True)
+        if i >= 2:
+            walls.append(time.perf_counter() - start)
+            builds.append(built - start)
+    rows, summary = cuda_kernels(lambda: (jittor_sgd_step(model, optimizer, x, labels), jt.sync_all(True)))
+    summary.update(wall_s=float(np.median(walls)), python_build_s=float(np.median(builds)))
+    return {"rows": rows, "summary": summary}
+
+
+def torch_gpu_rows(backbone, shape):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from torch_models import CCNet, CCNetVAN, sgd_step
+    if not torch.cuda.is_available():
+        sys.exit("--gpu: torch has no CUDA here")
+    device = torch.device("cuda")
+    model = (CCNet(150) if backbone == "resnet101" else CCNetVAN(150)).to(device).train()
+    x = torch.randn(shape, device=device)
+    labels = torch.randint(0, 150, (shape[0],) + tuple(shape[2:]), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def step():
+        sgd_step(model, optimizer, x, labels)
+        torch.cuda.synchronize()
+    walls = []
+    for i in range(7):
+        start = time.perf_counter()
+        step()
+        if i >= 2:
+            walls.append(time.perf_counter() - start)
+    rows, summary = cuda_kernels(step)
+    summary.update(wall_s=float(np.median(walls)), python_build_s=None)
+    return {"rows": rows, "summary": summary}
+
+
 def torch_rows(backbone, shape):
     sys.path.insert(0, str(ROOT / "bench"))
     import torch
@@ -78,8 +175,9 @@ def torch_rows(backbone, shape):
     return {event.key: [event.count, event.self_cpu_time_total / 1e6] for event in prof.key_averages()}
 
 
-def run_child(framework, backbone, shape):
+def run_child(framework, backbone, shape, gpu):
     cmd = [sys.executable, __file__, "--child", framework, "--backbones", backbone, "--shape", *map(str, shape)]
+    cmd += ["--gpu"] if gpu else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -102,6 +200,15 @@ def table(title, rows, top):
     return "\n".join(lines)
 
 
+def gpu_summary(summary):
+    """The first line of a --gpu table: where the step's wall time went."""
+    build = summary["python_build_s"]
+    return (f"step {1000 * summary['wall_s']:.1f} ms (median of 5)"
+            + (f", of which Python graph building {1000 * build:.1f} ms" if build is not None else "")
+            + f"; {summary['kernels']} kernels, GPU busy {1000 * summary['gpu_busy_s']:.1f} ms "
+            f"over the profiled step's {1000 * summary['gpu_span_s']:.1f} ms")
+
+
 def torch_available():
     return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
 
@@ -111,18 +218,35 @@ def main():
     p.add_argument("--backbones", nargs="+", default=["resnet101", "van_base"], choices=["resnet101", "van_base"])
     p.add_argument("--shape", type=int, nargs=4, default=[2, 3, 128, 128], metavar=("N", "C", "H", "W"))
     p.add_argument("--top", type=int, default=12, help="rows shown per table")
+    p.add_argument("--gpu", action="store_true", help="both frameworks on the GPU; rows are GPU kernels "
+                   "(needs an NVIDIA GPU and torch with CUDA)")
     p.add_argument("--child", choices=["jittor", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        rows = (jittor_rows if args.child == "jittor" else torch_rows)(args.backbones[0], args.shape)
-        print(json.dumps(rows))
+        if args.gpu:
+            result = (jittor_gpu_rows if args.child == "jittor" else torch_gpu_rows)(args.backbones[0], args.shape)
+        else:
+            result = (jittor_rows if args.child == "jittor" else torch_rows)(args.backbones[0], args.shape)
+        print(json.dumps(result))
         return
+    if args.gpu:
+        sys.path.insert(0, str(ROOT))
+        from jittor_cuda import gpu_visible  # no Jittor start in this parent process
+        if not gpu_visible():
+            sys.exit("--gpu: no NVIDIA GPU is visible here")
+        if not torch_available():
+            sys.exit("--gpu reads the GPU's kernels through torch.profiler: install torch with CUDA")
     frameworks = ["jittor"] + (["torch"] if torch_available() else [])
     for backbone in args.backbones:
         for framework in frameworks:
             name = "Jittor" if framework == "jittor" else "PyTorch"
-            rows = run_child(framework, backbone, args.shape)
-            print(table(f"{name}, CCNet {backbone} train step, input {'x'.join(map(str, args.shape))}", rows, args.top))
+            result = run_child(framework, backbone, args.shape, args.gpu)
+            title = f"{name}, CCNet {backbone} train step, input {'x'.join(map(str, args.shape))}"
+            if args.gpu:
+                print(f"{title}, on the GPU: {gpu_summary(result['summary'])}")
+                result = result["rows"]
+                title = "GPU kernels"
+            print(table(title, result, args.top))
             print()
 
 
