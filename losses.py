@@ -100,9 +100,10 @@ def segmentation_loss(logits, labels, ohem=None):
     """Mean cross-entropy over the valid (and, with OHEM, kept) pixels of logits upsampled to the
     labels' size."""
     logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-    cross_entropy = cross_entropy_cpu.pixel_cross_entropy if cross_entropy_cpu.available(logits) \
-        else pixel_cross_entropy
-    nll = cross_entropy(logits, labels)
+    if cross_entropy_cpu.available(logits):
+        nll = cross_entropy_cpu.pixel_cross_entropy(logits, labels)
+    else:
+        nll = pixel_cross_entropy(logits, labels)
     keep = labels != IGNORE
     if ohem is not None:
         prob = nn.softmax(logits.detach(), dim=1)

@@ -43,7 +43,9 @@ def jittor_kernel_label(name):
     return "fused " + ",".join(distinct[:SHOWN_OPS]) + more
 
 
-def jittor_rows(backbone, shape):
+def jittor_training(backbone, shape):
+    """(build, run) of bench/speed.py's train step in Jittor: building its graph (Python; Jittor runs
+    nothing yet) and running it to the end."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
     import jittor_env  # noqa: F401
@@ -55,12 +57,30 @@ def jittor_rows(backbone, shape):
     x = jt.randn(shape)
     labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + tuple(shape[2:])))
     optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    return (lambda: jittor_sgd_step(model, optimizer, x, labels)), (lambda: jt.sync_all(True))
+
+
+def torch_training(backbone, shape, device):
+    """The same step in PyTorch (bench/torch_models.py) on `device`."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from torch_models import CCNet, CCNetVAN, sgd_step
+    model = (CCNet(150) if backbone == "resnet101" else CCNetVAN(150)).to(device).train()
+    x = torch.randn(shape, device=device)
+    labels = torch.randint(0, 150, (shape[0],) + tuple(shape[2:]), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    return lambda: sgd_step(model, optimizer, x, labels)
+
+
+def jittor_rows(backbone, shape):
+    build, run = jittor_training(backbone, shape)  # first: it starts Jittor through jittor_env
+    import jittor as jt
     for _ in range(2):
-        jittor_sgd_step(model, optimizer, x, labels)
-        jt.sync_all(True)
+        build()
+        run()
     with jt.profile_scope(warmup=0, rerun=0) as report:
-        jittor_sgd_step(model, optimizer, x, labels)
-        jt.sync_all(True)
+        build()
+        run()
     header = report[0]
     rows = defaultdict(lambda: [0, 0.0])
     for row in report[1:]:
@@ -69,6 +89,16 @@ def jittor_rows(backbone, shape):
         rows[label][0] += int(record["Count"])
         rows[label][1] += float(record["TotalTime"]) / 1e9  # ns
     return rows
+
+
+def torch_rows(backbone, shape):
+    from torch.profiler import ProfilerActivity, profile
+    step = torch_training(backbone, shape, "cpu")
+    for _ in range(2):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return {event.key: [event.count, event.self_cpu_time_total / 1e6] for event in prof.key_averages()}
 
 
 def cuda_kernels(step):
@@ -103,76 +133,38 @@ def busy_and_span(intervals):
     return busy, span
 
 
-def jittor_gpu_rows(backbone, shape):
-    """Jittor on the GPU: the step's wall time (median of 5), its Python graph building, its kernels."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
-    import torch  # noqa: F401  (first, as in every GPU run measured: CUPTI through torch.profiler)
-    import jittor_env  # noqa: F401
-    import jittor as jt
-    from jittor import nn
-    from models import build_ccnet
-    from speed import jittor_sgd_step
-    if not jt.flags.use_cuda:
-        sys.exit("--gpu: Jittor is not using a GPU here")
-    model = build_ccnet(backbone, num_classes=150)
-    x = jt.randn(shape)
-    labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + tuple(shape[2:])).astype(np.int32))
-    optimizer = nn.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+def gpu_rows(build, run, separate_build):
+    """The step's wall time and building time (medians of 5 after 2 warm-ups; the building is
+    reported only where it is separate from running, as in Jittor), then its kernels."""
     walls, builds = [], []
     for i in range(7):
         start = time.perf_counter()
-        jittor_sgd_step(model, optimizer, x, labels)
+        build()
         built = time.perf_counter()
-        jt.sync_all(True)
+        run()
         if i >= 2:
             walls.append(time.perf_counter() - start)
             builds.append(built - start)
-    rows, summary = cuda_kernels(lambda: (jittor_sgd_step(model, optimizer, x, labels), jt.sync_all(True)))
-    summary.update(wall_s=float(np.median(walls)), python_build_s=float(np.median(builds)))
+    rows, summary = cuda_kernels(lambda: (build(), run()))
+    summary.update(wall_s=float(np.median(walls)),
+                   python_build_s=float(np.median(builds)) if separate_build else None)
     return {"rows": rows, "summary": summary}
+
+
+def jittor_gpu_rows(backbone, shape):
+    import torch  # noqa: F401  (first, as in every GPU run measured: CUPTI through torch.profiler)
+    build, run = jittor_training(backbone, shape)  # first: it starts Jittor through jittor_env
+    import jittor as jt
+    if not jt.flags.use_cuda:
+        sys.exit("--gpu: Jittor is not using a GPU here")
+    return gpu_rows(build, run, separate_build=True)
 
 
 def torch_gpu_rows(backbone, shape):
-    sys.path.insert(0, str(ROOT / "bench"))
     import torch
-    from torch_models import CCNet, CCNetVAN, sgd_step
     if not torch.cuda.is_available():
         sys.exit("--gpu: torch has no CUDA here")
-    device = torch.device("cuda")
-    model = (CCNet(150) if backbone == "resnet101" else CCNetVAN(150)).to(device).train()
-    x = torch.randn(shape, device=device)
-    labels = torch.randint(0, 150, (shape[0],) + tuple(shape[2:]), device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def step():
-        sgd_step(model, optimizer, x, labels)
-        torch.cuda.synchronize()
-    walls = []
-    for i in range(7):
-        start = time.perf_counter()
-        step()
-        if i >= 2:
-            walls.append(time.perf_counter() - start)
-    rows, summary = cuda_kernels(step)
-    summary.update(wall_s=float(np.median(walls)), python_build_s=None)
-    return {"rows": rows, "summary": summary}
-
-
-def torch_rows(backbone, shape):
-    sys.path.insert(0, str(ROOT / "bench"))
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-    from torch_models import CCNet, CCNetVAN, sgd_step
-    model = (CCNet(150) if backbone == "resnet101" else CCNetVAN(150)).train()
-    x = torch.randn(shape)
-    labels = torch.randint(0, 150, (shape[0],) + tuple(shape[2:]))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    for _ in range(2):
-        sgd_step(model, optimizer, x, labels)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        sgd_step(model, optimizer, x, labels)
-    return {event.key: [event.count, event.self_cpu_time_total / 1e6] for event in prof.key_averages()}
+    return gpu_rows(torch_training(backbone, shape, "cuda"), torch.cuda.synchronize, separate_build=False)
 
 
 def run_child(framework, backbone, shape, gpu):

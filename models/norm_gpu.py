@@ -13,7 +13,7 @@ does, instead of the dozen reductions Jittor's autograd makes of the plain formu
 Jittor spends host time on every operator it runs, on a GPU more than most of these kernels take,
 so the operators are few: mean, variance, weight and bias stay separate arrays (never stacked into
 one and sliced again), and divisions by the pixel count ride in the column of a mean's product or
-in dx's pass. A training step of one norm with a residual and a squared-sum loss runs 21 operators
+in dx's pass. A training step of one norm with a residual and a squared-sum loss runs 20 operators
 (Jittor's profiler), 47 when the arrays were stacked and the divisions operators of their own.
 
 Under MPI the sums are added over the processes, so that the statistics are the whole batch's
@@ -89,11 +89,11 @@ class NormActivation(jt.Function):
         if self.joins:
             z = z + residual
         y = jt.ternary(z > 0, z, z * self.slope)
-        self.saved = [x, weight, mean, invstd, y]
+        self.saved = [x, scale, mean, invstd, y]
         return y
 
     def grad(self, dy):
-        x, weight, mean, invstd, y = self.saved
+        x, scale, mean, invstd, y = self.saved
         # y > 0 exactly where z > 0, for every activation here (slope 1, 0 or 0.01)
         dz = jt.ternary(y > 0, dy, dy * self.slope)
         xhat = (x - per_channel(mean)) * per_channel(invstd)
@@ -103,7 +103,7 @@ class NormActivation(jt.Function):
         # dz minus the means of dz and of dz * xhat (times xhat): the division by the count happens
         # in dx's own pass, not as operators of their own
         means = per_channel(all_processes(sum_dz)) + xhat * per_channel(all_processes(sum_dz_xhat))
-        dx = per_channel(weight * invstd) * (dz - means * scalar(1.0 / batch_count(x), x.dtype))
+        dx = per_channel(scale) * (dz - means * scalar(1.0 / batch_count(x), x.dtype))
         return dx, sum_dz_xhat, sum_dz, None, None, dz if self.joins else None, None
 
 
