@@ -15,7 +15,9 @@ With --gpu both run on the GPU and the rows are GPU kernels by name with their G
 records them through torch.profiler (which sees every kernel of the process, Jittor's too). Each
 table then starts with the step's wall time, Jittor's Python graph building (Jittor runs nothing
 until the step is complete, so the GPU waits for it), the kernels' sum and the GPU's busy time:
-wall time beyond the busy time is the GPU waiting for the host.
+wall time beyond the busy time is the GPU waiting for the host. Then the host's side, from the CUDA
+API calls CUPTI records: how many, the host time in them (of which waiting for the GPU in its
+synchronisations) and the host time between them, which is the framework's own work.
 """
 import argparse
 import json
@@ -108,16 +110,34 @@ def cuda_kernels(step):
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
-    rows, intervals = defaultdict(lambda: [0, 0.0]), []
+    rows, intervals, api = defaultdict(lambda: [0, 0.0]), [], []
     for event in prof.events():
-        start, end = event.time_range.start, event.time_range.end  # microseconds
-        if event.device_type != torch.autograd.DeviceType.CUDA or end <= start:
+        start, end = event.time_range.start / 1e6, event.time_range.end / 1e6  # from microseconds
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            if event.name.startswith("cu"):  # the CUDA runtime and driver API (cudaLaunchKernel, ...)
+                api.append((event.name, start, end))
+            continue
+        if end <= start:
             continue
         rows[event.name[:KERNEL_NAME]][0] += 1
-        rows[event.name[:KERNEL_NAME]][1] += (end - start) / 1e6
-        intervals.append((start / 1e6, end / 1e6))
+        rows[event.name[:KERNEL_NAME]][1] += end - start
+        intervals.append((start, end))
     busy, span = busy_and_span(intervals)
-    return rows, {"gpu_busy_s": busy, "gpu_span_s": span, "kernels": len(intervals)}
+    return rows, dict(host_summary(api), gpu_busy_s=busy, gpu_span_s=span, kernels=len(intervals))
+
+
+def host_summary(calls):
+    """From (name, start, end) of CUDA API calls on the host: their number, the time in them, the
+    part of it spent waiting for the GPU, and the host time between calls (the framework's own)."""
+    calls = sorted(calls, key=lambda call: call[1])
+    waiting = sum(end - start for name, start, end in calls if name.endswith("Synchronize"))
+    between, reach = 0.0, None
+    for _, start, end in calls:
+        if reach is not None and start > reach:
+            between += start - reach
+        reach = end if reach is None else max(reach, end)
+    return {"api_calls": len(calls), "api_s": sum(end - start for _, start, end in calls),
+            "api_waiting_s": waiting, "host_between_api_s": between}
 
 
 def busy_and_span(intervals):
@@ -198,7 +218,9 @@ def gpu_summary(summary):
     return (f"step {1000 * summary['wall_s']:.1f} ms (median of 5)"
             + (f", of which Python graph building {1000 * build:.1f} ms" if build is not None else "")
             + f"; {summary['kernels']} kernels, GPU busy {1000 * summary['gpu_busy_s']:.1f} ms "
-            f"over the profiled step's {1000 * summary['gpu_span_s']:.1f} ms")
+            f"over the profiled step's {1000 * summary['gpu_span_s']:.1f} ms; host: {summary['api_calls']} "
+            f"CUDA API calls, {1000 * summary['api_s']:.1f} ms in them ({1000 * summary['api_waiting_s']:.1f} "
+            f"ms waiting for the GPU), {1000 * summary['host_between_api_s']:.1f} ms between them")
 
 
 def torch_available():
