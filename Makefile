@@ -43,7 +43,7 @@ ablation: warm
 	$(PY) tools/ablation.py
 
 # On a GPU machine: start-up, the attention operator, a training norm and both CCNets against the CPU, 20 training
-# steps, speed and memory against PyTorch (tools/gpu_check.py; 342 s on an H100 from a cold cache).
+# steps, speed and memory against PyTorch (tools/gpu_check.py; its stages took 436 s on an H100 from a cold cache).
 gpu-check: warm
 	$(PY) tools/gpu_check.py
 
