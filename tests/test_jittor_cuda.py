@@ -216,7 +216,10 @@ def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
                               "norm_forward", "norm_running_var", "norm_grad_x", "norm_grad_weight",
                               "norm_grad_bias", "norm_grad_residual", "loss", "loss_grad_logits",
                               "resnet101_logits", "van_base_logits"}
-    assert "Skipped: every GPU stage" in (tmp_path / "gpu_check.md").read_text()
+    assert report["host"]["cores"] == os.cpu_count() and report["host"]["python_probe_ms"] > 0
+    markdown = (tmp_path / "gpu_check.md").read_text()
+    assert "Skipped: every GPU stage" in markdown
+    assert f"a fixed pure-Python loop took {report['host']['python_probe_ms']} ms" in markdown
 
 
 def test_a_half_made_mirror_is_replaced_and_a_whole_one_kept(cuda13_with_wheels):

@@ -12,6 +12,8 @@ earlier run, also on another machine). Without a GPU only that CPU half runs, an
 Accuracy is compared with TF32 off (NVIDIA_TF32_OVERRIDE=0), so both sides compute in true fp32;
 speed is measured with each framework's defaults. GPU memory is what nvidia-smi reports for the
 stage's process (the framework's cached pool plus its CUDA context), for Jittor and PyTorch alike.
+Jittor's steps are bound by the host's CPU, so the report also names the host's CPU and times a fixed
+pure-Python loop on it: timings compare between machines whose hosts compare.
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +290,17 @@ def run_child(name, args, timeout, env):
     return json.loads(lines[-1][len("RESULT "):]), wall
 
 
+def host_cpu():
+    """The host's CPU model and cores, and the best of 5 timings of a fixed pure-Python loop."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    probe = min(timeit.repeat("sum(i * i for i in range(1000))", number=2000, repeat=5))
+    return {"cpu": model, "cores": os.cpu_count(), "python_probe_ms": round(probe * 1e3, 1)}
+
+
 def torch_cuda():
     probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
@@ -298,6 +312,7 @@ class Report:
     def __init__(self, out, budget):
         self.out, self.budget, self.start = out, budget, time.perf_counter()
         self.rows, self.raw, self.skipped = [], {}, []
+        self.host = host_cpu()
 
     def left(self):
         return self.budget - (time.perf_counter() - self.start)
@@ -310,12 +325,14 @@ class Report:
     def write(self):
         elapsed = time.perf_counter() - self.start
         data = {"date": time.strftime("%Y-%m-%d"), "gpu": self.raw.get("startup", {}).get("gpu"),
-                "seconds": round(elapsed, 1), "budget_s": self.budget, "skipped": self.skipped,
+                "seconds": round(elapsed, 1), "budget_s": self.budget, "host": self.host, "skipped": self.skipped,
                 "rows": [dict(zip(("check", "result", "target", "ok"), row)) for row in self.rows],
                 "raw": self.raw}
         (self.out / "gpu_check.json").write_text(json.dumps(data, indent=1) + "\n")
         lines = [f"GPU check, {data['date']}, {data['gpu'] or 'no GPU'}: {elapsed:.0f} s of a "
-                 f"{self.budget} s budget", "", "| check | result | target | |", "| --- | --- | --- | --- |"]
+                 f"{self.budget} s budget", "", f"Host: {self.host['cpu']}, {self.host['cores']} cores; a fixed "
+                 f"pure-Python loop took {self.host['python_probe_ms']} ms.", "",
+                 "| check | result | target | |", "| --- | --- | --- | --- |"]
         lines += [f"| {c} | {r} | {t} | {'ok' if ok else ('-' if ok is None else '**missed**')} |"
                   for c, r, t, ok in self.rows]
         if self.skipped:
@@ -386,6 +403,8 @@ def main():
         return
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, args.budget)
+    host = report.host
+    print(f"host: {host['cpu']}, {host['cores']} cores, pure-Python loop {host['python_probe_ms']} ms", flush=True)
     sys.path.insert(0, str(ROOT))
     reference = args.reference or args.out / "reference.npz"
     if args.reference is None:
