@@ -132,3 +132,22 @@ def test_kernels_compute_what_the_plain_formulation_computes(name, cls, activati
     for what, a, b in zip(names, fast, plain):
         assert a.dtype == np.float32, what
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=what)
+
+
+def test_gpu_formulation_products_are_one_blas_operator_each(float64):
+    """norm_gpu's float32 products run the BLAS operator itself (oneDNN here, cuBLAS on GPUs), not
+    jt.matmul's broadcast product that Jittor builds and then replaces with it at run time; other
+    dtypes go through jt.matmul. Both compute a @ b."""
+    rng = np.random.default_rng(5)
+    for dtype, operator in ((np.float32, "mkl_matmul"), (np.float64, None)):
+        a, b = rng.normal(size=(6, 40)).astype(dtype), rng.normal(size=(40, 1)).astype(dtype)
+        ja, jb = jt.array(a), jt.array(b)
+        jt.sync([ja, jb])
+        with jt.profile_scope() as report:
+            product = norm_gpu.matrix_product(ja, jb).numpy()
+        names = [row[report[0].index("Name")] for row in report[1:]]
+        if operator:
+            assert names and all(name.startswith(operator) for name in names), names
+        else:
+            assert not any("matmul" in name for name in names), names
+        np.testing.assert_allclose(product, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
