@@ -129,15 +129,10 @@ def cuda_kernels(step):
 def host_summary(calls):
     """From (name, start, end) of CUDA API calls on the host: their number, the time in them, the
     part of it spent waiting for the GPU, and the host time between calls (the framework's own)."""
-    calls = sorted(calls, key=lambda call: call[1])
     waiting = sum(end - start for name, start, end in calls if name.endswith("Synchronize"))
-    between, reach = 0.0, None
-    for _, start, end in calls:
-        if reach is not None and start > reach:
-            between += start - reach
-        reach = end if reach is None else max(reach, end)
+    in_calls, span = busy_and_span([(start, end) for _, start, end in calls])
     return {"api_calls": len(calls), "api_s": sum(end - start for _, start, end in calls),
-            "api_waiting_s": waiting, "host_between_api_s": between}
+            "api_waiting_s": waiting, "host_between_api_s": span - in_calls}
 
 
 def busy_and_span(intervals):

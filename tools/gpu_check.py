@@ -314,6 +314,10 @@ class Report:
         self.rows, self.raw, self.skipped = [], {}, []
         self.host = host_cpu()
 
+    def host_line(self):
+        return (f"Host: {self.host['cpu']}, {self.host['cores']} cores; a fixed pure-Python loop took "
+                f"{self.host['python_probe_ms']} ms.")
+
     def left(self):
         return self.budget - (time.perf_counter() - self.start)
 
@@ -330,8 +334,7 @@ class Report:
                 "raw": self.raw}
         (self.out / "gpu_check.json").write_text(json.dumps(data, indent=1) + "\n")
         lines = [f"GPU check, {data['date']}, {data['gpu'] or 'no GPU'}: {elapsed:.0f} s of a "
-                 f"{self.budget} s budget", "", f"Host: {self.host['cpu']}, {self.host['cores']} cores; a fixed "
-                 f"pure-Python loop took {self.host['python_probe_ms']} ms.", "",
+                 f"{self.budget} s budget", "", self.host_line(), "",
                  "| check | result | target | |", "| --- | --- | --- | --- |"]
         lines += [f"| {c} | {r} | {t} | {'ok' if ok else ('-' if ok is None else '**missed**')} |"
                   for c, r, t, ok in self.rows]
@@ -403,8 +406,7 @@ def main():
         return
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, args.budget)
-    host = report.host
-    print(f"host: {host['cpu']}, {host['cores']} cores, pure-Python loop {host['python_probe_ms']} ms", flush=True)
+    print(report.host_line(), flush=True)
     sys.path.insert(0, str(ROOT))
     reference = args.reference or args.out / "reference.npz"
     if args.reference is None:
