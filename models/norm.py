@@ -51,23 +51,28 @@ class ABN(nn.Module):
         self.running_mean.update(self.running_mean + (mean.detach() - self.running_mean) * self.momentum)
         self.running_var.update(self.running_var + (unbiased.detach() - self.running_var) * self.momentum)
 
+    def _scale(self, weight):
+        """The affine scale: |weight| + eps for InPlaceABN, the weight itself for BatchNorm."""
+        return weight.abs() + self.eps if self.positive_scale else weight
+
     def execute(self, x, residual=None):
         """act(norm(x) [+ residual]): a residual, where given, joins before the activation."""
-        weight = self.weight.abs() + self.eps if self.positive_scale else self.weight
         kernels = next((k for k in (norm_cpu, norm_gpu) if k.available(x)), None) if self.is_train else None
         if kernels:
             stats = kernels.batch_statistics(x)
             self._update_running_statistics(x, stats[0], stats[1])
-            return kernels.norm_activation(x, weight, self.bias, stats, self.activation, self.slope, self.eps,
-                                           residual)
+            return kernels.norm_activation(x, self._scale(self.weight), self.bias, stats, self.activation,
+                                           self.slope, self.eps, residual)
         if self.is_train:
             mean, var = self._batch_statistics(x)
             self._update_running_statistics(x, mean, var)
         else:
             mean, var = self.running_mean, self.running_var
-        scale = weight / jt.sqrt(var + self.eps)
-        shift = self.bias - mean * scale
-        y = x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        # the per-channel arrays are broadcast to x's shape before any arithmetic, so that Jittor
+        # computes the whole norm in x's one pass: a per-channel scale and shift would be an
+        # operator of their own (on a GPU one more launch and its host time per norm)
+        weight, bias, mean, var = (v.broadcast(x, [0, 2, 3]) for v in (self.weight, self.bias, mean, var))
+        y = (x - mean) * (self._scale(weight) / jt.sqrt(var + self.eps)) + bias
         if residual is not None:
             y = y + residual
         if self.activation == "leaky_relu":

@@ -6,7 +6,7 @@ import jittor as jt
 
 import numpy_reference as ref
 from jittor_helpers import load_random_float64
-from models.norm import ABN
+from models.norm import ABN, BatchNorm2d
 from models.rcca import RCCAHead
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -25,6 +25,27 @@ def test_abn_eval_uses_abs_weight_plus_eps(activation):
     norm.eval()
     x = np.random.default_rng(1).standard_normal((2, 6, 3, 4))
     np.testing.assert_allclose(norm(jt.array(x)).numpy(), ref.abn(x, params, "", activation), **TOL)
+
+
+@pytest.mark.parametrize("cls,reference", [(ABN, lambda x, p: ref.abn(x, p, "", "identity")),
+                                           (BatchNorm2d, lambda x, p: ref.batch_norm(x, p, ""))])
+def test_eval_norm_with_residual_and_relu_is_one_operator(cls, reference):
+    """In eval the per-channel scale and shift are computed inside x's one pass, not as an operator
+    of their own (on a GPU each operator is a launch and host time): norm, residual and activation
+    run as one operator."""
+    norm = cls(6, "relu")
+    params = load_random_float64(norm, seed=4)
+    params["weight"][:2] *= -1
+    norm.load_parameters(params)
+    norm.eval()
+    rng = np.random.default_rng(5)
+    x, residual = rng.standard_normal((2, 6, 3, 4)), rng.standard_normal((2, 6, 3, 4))
+    inputs = [jt.array(x), jt.array(residual)]
+    jt.sync(inputs + list(norm.state_dict().values()))
+    with jt.profile_scope() as report:
+        y = norm(*inputs).numpy()
+    assert sum(int(row[report[0].index("Count")]) for row in report[1:]) == 1, report
+    np.testing.assert_allclose(y, np.maximum(reference(x, params) + residual, 0), **TOL)
 
 
 def test_abn_train_normalises_with_batch_statistics_and_updates_running_ones():
