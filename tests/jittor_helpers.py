@@ -1,5 +1,8 @@
-"""Helpers shared by the tests that compare Jittor modules with the NumPy references."""
+"""Helpers shared by the tests that compare Jittor modules with the NumPy references or count the
+operators Jittor runs."""
 import numpy as np
+
+import jittor as jt
 
 
 def load_random_float64(module, seed, scale=0.5, **fixed):
@@ -18,3 +21,11 @@ def load_random_float64(module, seed, scale=0.5, **fixed):
     params.update(fixed)
     module.load_parameters(params)
     return params
+
+
+def profiled(run):
+    """run()'s result and the operators Jittor ran meanwhile, as (name, runs) from its profiler."""
+    with jt.profile_scope() as report:
+        result = run()
+    name, count = report[0].index("Name"), report[0].index("Count")
+    return result, [(row[name], int(row[count])) for row in report[1:]]
