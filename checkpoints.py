@@ -82,11 +82,12 @@ def normalization_of(protocol):
     return Normalization(tuple(n["mean"]), tuple(n["std"]), bool(n["bgr"]))
 
 
-def read_record(path):
-    """The checkpoint at `path` with its "arch" and "protocol" (derived for older train.py files)."""
-    checkpoint = read_checkpoint(path)
+def read_record(path, allow=()):
+    """The checkpoint at `path` with its "arch" and "protocol" (derived for older train.py files).
+    `allow`: globals a pickled file may name, kept as inert data (models/checkpoint.py)."""
+    checkpoint = read_checkpoint(path, allow)
     if not isinstance(checkpoint, dict) or not (TRAIN_KEYS <= set(checkpoint) or EVAL_KEYS <= set(checkpoint)):
-        found = ", ".join(sorted(checkpoint)[:5]) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        found = ", ".join(sorted(map(str, checkpoint))[:5]) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path}: not a checkpoint of this project (expected model, arch and protocol, "
                               f"or train.py's model, optimizer, iteration and config; found {found}); "
                               f"convert published weights with tools/convert_weights.py")
@@ -107,9 +108,9 @@ def build_model(arch):
         raise CheckpointError(f"cannot build the model {arch}: {error}") from None
 
 
-def load_model(path):
+def load_model(path, allow=()):
     """(model in eval mode, checkpoint with arch and protocol) of any checkpoint of this project."""
-    checkpoint = read_record(path)
+    checkpoint = read_record(path, allow)
     model = build_model(checkpoint["arch"])
     load_checked(model, checkpoint["model"], path)
     return model.eval(), checkpoint

@@ -6,13 +6,18 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed, or used if there is one
 import matplotlib.pyplot as plt  # noqa: E402
 
+from files import replace_atomic  # noqa: E402
+
 
 def read_log(path):
     """(iterations, losses) and (iterations, mIoUs) from a log.jsonl of train.py."""
     losses, evals = ([], []), ([], [])
     with open(path) as f:
         for line in f:
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:  # the last line of a write cut short (a full disk, a kill)
+                continue
             if "loss" in record:
                 losses[0].append(record["iter"])
                 losses[1].append(record["loss"])
@@ -34,5 +39,7 @@ def plot_curves(log_path, png_path, title=""):
     if title:
         figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(png_path, dpi=100)
-    plt.close(figure)
+    try:
+        replace_atomic(png_path, lambda tmp: figure.savefig(tmp, dpi=100))
+    finally:
+        plt.close(figure)

@@ -1,6 +1,6 @@
 """Evaluate CCNet on ADE20K, Cityscapes or Pascal VOC, or score saved ADE20K predictions.
 
-    python test.py --ckpt work_dirs/ccnet_van_base/latest.pkl
+    python test.py --ckpt work_dirs/ccnet_van_base/latest.safetensors
     python test.py --ckpt CKPT --mode slide --scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip
     python test.py --ckpt CKPT --save-pred --out results/
     python test.py --pred-dir results/pred --data-root data/ADEChallengeData2016
@@ -30,6 +30,7 @@ from datasets import ADE20K, DATASETS, DatasetError
 from datasets.ade20k import read_annotation, to_train_ids
 from datasets.segmentation import read_image
 from checkpoints import evaluation_protocol, load_model, normalization_of
+from files import WriteError, make_folder, replace_atomic, write_text
 from inference import evaluate, predict
 from metrics import SegmentationMetrics
 from models.checkpoint import CheckpointError
@@ -55,6 +56,9 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help="where metrics and pictures go (default: next to the checkpoint)")
     p.add_argument("--save-pred", action="store_true",
                    help="write benchmark PNGs (pred/), colourised predictions and overlays (vis/)")
+    p.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
+                   help="read a pickled checkpoint that names this global; it is kept as inert data, never "
+                        "imported or called (README, 'Checkpoint files')")
     return p.parse_args(argv)
 
 
@@ -70,17 +74,22 @@ def overlay(image, label, palette):
     return (0.5 * image + 0.5 * colourise(label, palette)).astype(np.uint8)
 
 
+def save_image(array, path):
+    """A picture, written atomically (its format from the extension)."""
+    replace_atomic(path, lambda tmp: Image.fromarray(array).save(tmp))
+
+
 def prediction_writer(out, dataset):
     """Saves each prediction as a PNG of class index + 1 (ADE20K's benchmark convention; 0 = none)
     and an image | prediction | ground-truth picture."""
-    os.makedirs(os.path.join(out, "pred"), exist_ok=True)
-    os.makedirs(os.path.join(out, "vis"), exist_ok=True)
+    make_folder(os.path.join(out, "pred"))
+    make_folder(os.path.join(out, "vis"))
 
     def write(index, image, label, prediction):
         name = os.path.splitext(os.path.basename(dataset.files[index][1]))[0]
-        Image.fromarray((prediction + 1).astype(np.uint8)).save(os.path.join(out, "pred", name + ".png"))
+        save_image((prediction + 1).astype(np.uint8), os.path.join(out, "pred", name + ".png"))
         panels = [image, overlay(image, prediction, dataset.PALETTE), overlay(image, label, dataset.PALETTE)]
-        Image.fromarray(np.concatenate(panels, axis=1)).save(os.path.join(out, "vis", name + ".jpg"))
+        save_image(np.concatenate(panels, axis=1), os.path.join(out, "vis", name + ".jpg"))
     return write
 
 
@@ -119,22 +128,20 @@ def report(results, protocol, out, names):
             lines.append(f"| {name} | {100 * iou:.2f} | {100 * acc:.2f} |")
     text = "\n".join(lines)
     print(text)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump({"protocol": protocol, **results}, f, indent=2)
+    make_folder(out)
+    write_text(os.path.join(out, "metrics.md"), text + "\n")
+    write_text(os.path.join(out, "metrics.json"), json.dumps({"protocol": protocol, **results}, indent=2))
 
 
 def predict_image(model, normalization, protocol, path, out, dataset):
     """Prediction of one picture: OUT/NAME_pred.png (colours) and OUT/NAME_overlay.jpg (image | overlay)."""
     image = read_image(path)
     prediction = predict(model, image, normalization, protocol).argmax(axis=0)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out)
     name = os.path.splitext(os.path.basename(path))[0]
-    Image.fromarray(colourise(prediction, dataset.PALETTE)).save(os.path.join(out, name + "_pred.png"))
+    save_image(colourise(prediction, dataset.PALETTE), os.path.join(out, name + "_pred.png"))
     overlay_path = os.path.join(out, name + "_overlay.jpg")
-    Image.fromarray(np.concatenate([image, overlay(image, prediction, dataset.PALETTE)], axis=1)).save(overlay_path)
+    save_image(np.concatenate([image, overlay(image, prediction, dataset.PALETTE)], axis=1), overlay_path)
     names = dataset.NAMES
     classes = np.bincount(prediction.ravel(), minlength=len(names)) / prediction.size
     print("largest classes: " + ", ".join(f"{names[c]} {100 * classes[c]:.1f}%" for c in np.argsort(-classes)[:5]
@@ -170,7 +177,7 @@ def main(argv=None):
             results = score_predictions(args.pred_dir, dataset)
             report(results, {"predictions": args.pred_dir, "split": split}, args.out or args.pred_dir, dataset.NAMES)
             return 0
-        model, checkpoint = load_model(args.ckpt)
+        model, checkpoint = load_model(args.ckpt, args.allow_global)
         protocol, normalization = run_protocol(checkpoint["protocol"], args)
         dataset_class = dataset_of(checkpoint, args.ckpt)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), "test")
@@ -188,6 +195,9 @@ def main(argv=None):
     except (ValueError, CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,9 +1,9 @@
 """Train CCNet on ADE20K, Cityscapes or Pascal VOC (+SBD).
 
-    python train.py --backbone van_base --pretrained pretrained/van_base.pkl
-    python train.py --backbone resnet101 --pretrained pretrained/resnet101_mit.pkl
+    python train.py --backbone van_base --pretrained pretrained/van_base.safetensors
+    python train.py --backbone resnet101 --pretrained pretrained/resnet101_mit.safetensors
     python train.py --backbone resnet101 --preset cityscapes --data-root data/cityscapes --pretrained ...
-    python train.py --resume work_dirs/ccnet_van_base/latest.pkl
+    python train.py --resume work_dirs/ccnet_van_base/latest.safetensors
 
 The loop below is the whole training step: data, forward, loss, backward and update, log,
 checkpoint, evaluation. Defaults follow the published recipes, chosen by backbone: ResNet-101 the
@@ -24,7 +24,8 @@ state for --resume to continue exactly.
 
 A run ends cleanly whatever happens: SIGINT or SIGTERM save and stop (exit code 128 + N), a bad
 file or a failed data worker is one line naming it (exit code 1, after saving the iteration
-reached), a non-finite loss stops without saving; checkpoints are written atomically, so SIGKILL
+reached), a non-finite loss stops without saving, a file that cannot be written (a full disk) is one
+line naming it and the last checkpoint (exit code 1); checkpoints are written atomically, so SIGKILL
 loses only the iterations since the last one (README, "Stopping, and what ends a run").
 """
 import argparse
@@ -49,8 +50,9 @@ from curves import plot_curves
 from losses import Ohem, category_consistent_loss, segmentation_loss
 from checkpoints import build_model, evaluation_protocol, is_resumable, read_record, record_of_config
 from models import BACKBONES
-from models.checkpoint import (CheckpointError, link_atomic, load_checked, read_state_dict, remove_partial_saves,
-                               save_atomic, write_atomic)
+from files import WriteError, append_line, link_atomic, make_folder, remove_partial_saves, write_text, writing
+from models.checkpoint import (SUFFIX, CheckpointError, checkpoint_iteration, load_checked, read_state_dict,
+                               write_checkpoint)
 
 RECIPES = {
     "sgd": dict(lr=0.01, weight_decay=5e-4, warmup_iters=0, power=0.9, min_lr=1e-4),
@@ -132,16 +134,20 @@ def parse_args(argv):
     r.add_argument("--log-interval", type=int, help="iterations between log lines (default 20)")
     r.add_argument("--stop-timeout", type=int, help="seconds a run may take to save and stop after SIGINT or "
                    "SIGTERM before it is ended without saving (default 60)")
+    r.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
+                   help="read a pickled --resume or --pretrained file that names this global; it is kept as "
+                        "inert data, never imported or called (README, 'Checkpoint files')")
     return p.parse_args(argv)
 
 
 def resolve_config(args):
     """The full configuration: checkpoint (on --resume), then flags given, then recipe defaults."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("resume", "overwrite", "preset")}
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("resume", "overwrite", "preset", "allow_global")}
     preset = PRESETS[args.preset] if args.preset else {}
     base = {}
     if args.resume:
-        base = load_resume(args.resume)["config"]
+        base = load_resume(args.resume, args.allow_global)["config"]
         if args.preset:
             raise UsageError("--preset starts a run; a resumed run keeps its checkpoint's recipe")
         for key in ("backbone", "dataset", "recurrence", "num_classes", "ccl"):
@@ -190,18 +196,18 @@ def check_config(config, args):
         raise UsageError(NO_DATA.format(name=dataset.TITLE, error=error, get=GET_DATA[dataset.NAME])) from None
     if config["pretrained"] and not os.path.isfile(config["pretrained"]):
         raise UsageError(f"{config['pretrained']}: no such file (--pretrained)")
-    latest = os.path.join(config["work_dir"], "latest.pkl")
-    if not args.resume and os.path.exists(latest) and not args.overwrite:
-        raise UsageError(f"{config['work_dir']} already has checkpoints; continue with --resume {latest} "
+    latest = [path for path in (latest_path(config), latest_path(config, ".pkl")) if os.path.exists(path)]
+    if not args.resume and latest and not args.overwrite:
+        raise UsageError(f"{config['work_dir']} already has checkpoints; continue with --resume {latest[0]} "
                          f"or start afresh with --overwrite")
 
 
 _resume_cache = {}
 
 
-def load_resume(path):
+def load_resume(path, allow=()):
     if path not in _resume_cache:
-        checkpoint = read_record(path)
+        checkpoint = read_record(path, allow)
         if not is_resumable(checkpoint):
             raise CheckpointError(f"{path}: cannot resume from an evaluation-only checkpoint (it has no "
                                   f"optimizer state or iteration); evaluate it with test.py --ckpt {path}")
@@ -247,8 +253,13 @@ def restore_optimizer(optimizer, state, path):
     optimizer.n_step = state["n_step"]
 
 
+def latest_path(config, suffix=SUFFIX):
+    return os.path.join(config["work_dir"], "latest" + suffix)
+
+
 def save_checkpoint(model, optimizer, iteration, config, keep):
-    """Write the state as latest.pkl, atomically; with `keep` as iter_N.pkl too (one file, two names).
+    """Write the state as latest.safetensors, atomically; with `keep` as iter_N.safetensors too (one
+    file, two names).
     Every process fetches the values (they may still depend on a pending gradient all-reduce);
     process 0 writes."""
     arch, protocol = record_of_config(config)
@@ -257,13 +268,12 @@ def save_checkpoint(model, optimizer, iteration, config, keep):
                   "arch": arch, "protocol": protocol}
     if jt.rank != 0:
         return
-    latest = os.path.join(config["work_dir"], "latest.pkl")
     if keep:
-        kept = os.path.join(config["work_dir"], f"iter_{iteration}.pkl")
-        save_atomic(checkpoint, kept)
-        link_atomic(kept, latest)
+        kept = os.path.join(config["work_dir"], f"iter_{iteration}{SUFFIX}")
+        write_checkpoint(checkpoint, kept)
+        link_atomic(kept, latest_path(config))
     else:
-        save_atomic(checkpoint, latest)
+        write_checkpoint(checkpoint, latest_path(config))
 
 
 def logged_iteration(line):
@@ -281,18 +291,19 @@ def prepare_work_dir(config, start, overwrite):
     work_dir = config["work_dir"]
     if jt.rank != 0:
         return
-    os.makedirs(work_dir, exist_ok=True)
+    make_folder(work_dir)
     remove_partial_saves(work_dir)
     log = os.path.join(work_dir, "log.jsonl")
     if overwrite:
         for name in os.listdir(work_dir):
-            if name in ("latest.pkl", "log.jsonl", "curves.png") or re.fullmatch(r"iter_\d+\.pkl", name):
-                os.remove(os.path.join(work_dir, name))
+            if name in ("log.jsonl", "curves.png") or re.fullmatch(r"(latest|iter_\d+)\.(safetensors|pkl)", name):
+                with writing(os.path.join(work_dir, name)):
+                    os.remove(os.path.join(work_dir, name))
     elif os.path.exists(log):
         with open(log) as f:
             kept = [line for line in f if logged_iteration(line) <= start]
-        write_atomic(log, "".join(kept))
-    write_atomic(os.path.join(work_dir, "config.json"), json.dumps(config, indent=2))
+        write_text(log, "".join(kept))
+    write_text(os.path.join(work_dir, "config.json"), json.dumps(config, indent=2))
 
 
 class StopRequest:
@@ -329,8 +340,7 @@ class StopRequest:
 
 def log_line(config, record):
     if jt.rank == 0:
-        with open(os.path.join(config["work_dir"], "log.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(os.path.join(config["work_dir"], "log.jsonl"), json.dumps(record))
 
 
 def resident_mib():
@@ -373,20 +383,21 @@ def agree(loss, stop):
     return float(both[0]), both[1] > 0
 
 
-def train(config, resume=None, overwrite=False):
-    """Train as `config` says; returns (model, the signal that stopped it or None)."""
+def train(config, resume=None, overwrite=False, allow=()):
+    """Train as `config` says; returns (model, the signal that stopped it or None). `allow`: globals
+    a pickled --resume or --pretrained file may name (kept inert)."""
     jt.set_global_seed(config["seed"], different_seed_for_mpi=False)  # the same initial weights
     model = build_model(record_of_config(config)[0])
     optimizer = make_optimizer(model, config)
     start = 0
     if resume:
-        checkpoint = load_resume(resume)
+        checkpoint = load_resume(resume, allow)
         load_checked(model, checkpoint["model"], resume)
         restore_optimizer(optimizer, checkpoint["optimizer"], resume)
         start = checkpoint["iteration"]
     elif config["pretrained"]:
         backbone = model if config["backbone"] == "resnet101" else model.backbone
-        load_checked(backbone, read_state_dict(config["pretrained"]), config["pretrained"],
+        load_checked(backbone, read_state_dict(config["pretrained"], allow=allow), config["pretrained"],
                      may_miss=("head.", "dsn.") if backbone is model else ())
     prepare_work_dir(config, start, overwrite)
 
@@ -404,7 +415,7 @@ def train(config, resume=None, overwrite=False):
     model.train()
     bar = tqdm(total=config["iters"], initial=start, unit="it", disable=jt.rank != 0, dynamic_ncols=True)
     iteration, tic, since = start, time.time(), start  # timing of the current log interval
-    saved = None if resume else start  # the iteration latest.pkl holds (a fresh start needs none)
+    saved = None if resume else start  # the iteration latest.safetensors holds (a fresh start needs none)
     try:
         for images, labels in loader:
             lr = learning_rate(iteration, config)
@@ -444,7 +455,7 @@ def train(config, resume=None, overwrite=False):
     except (DatasetError, LoaderError) as error:
         if saved != iteration and not jt.in_mpi:  # the state of a whole iteration: keep it
             save_checkpoint(model, optimizer, iteration, config, keep=False)
-            error.args = (f"{error} (saved iteration {iteration} to {config['work_dir']}/latest.pkl: "
+            error.args = (f"{error} (saved iteration {iteration} to {latest_path(config)}: "
                           f"continue with --resume once the data is fixed)",)
         raise
     finally:
@@ -453,26 +464,40 @@ def train(config, resume=None, overwrite=False):
         stop.restore()
     if stop.signal:
         say(f"{stop.signal}: stopped at iteration {iteration}" +
-            (f"; continue with --resume {config['work_dir']}/latest.pkl" if iteration else ""))
+            (f"; continue with --resume {latest_path(config)}" if iteration else ""))
     plot(config)
     return model, stop.signal
 
 
+def where_to_continue(config, resume):
+    """The last checkpoint of a run that could not write a file, and how to continue from it."""
+    latest = latest_path(config)
+    iteration = checkpoint_iteration(latest) if os.path.exists(latest) else None
+    if iteration is not None:
+        return f"the last checkpoint is {latest} (iteration {iteration}); once fixed, continue with --resume {latest}"
+    if resume:
+        return f"the last checkpoint is {resume}; once fixed, continue with --resume {resume}"
+    return "no checkpoint was written"
+
+
 def main(argv=None):
     """Exit code 0 when the schedule is done, 128 + N when signal N stopped it (after saving), 2 on
-    bad input, 1 when the data or the loss fails during the run."""
+    bad input, 1 when the data or the loss fails or a file cannot be written during the run."""
     args = parse_args(argv)
     try:
         config = resolve_config(args)
         check_config(config, args)
         if jt.rank == 0:
             print(json.dumps(config, indent=2))
-        _, stopped_by = train(config, args.resume, args.overwrite)
+        _, stopped_by = train(config, args.resume, args.overwrite, args.allow_global)
     except (UsageError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (DatasetError, LoaderError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except WriteError as error:
+        print(f"error: {error}; {where_to_continue(config, args.resume)}", file=sys.stderr)
         return 1
     return 128 + signal.Signals[stopped_by] if stopped_by else 0
 

@@ -1,19 +1,31 @@
-"""The project's one checked way to read weights and load them into a model.
+"""The project's checkpoint files, and the one checked way to read weights and load them into a model.
+
+This project writes safetensors files: arrays and a header of text, so reading one can never run
+code, and other tools read them too. Weights keep the model's names; a train.py checkpoint adds its
+optimizer buffers as "optimizer.<group>.<buffer>.<index>" and its record (arch, protocol, config,
+iteration, ...) as JSON in the header's metadata. Pickled files (this project's older .pkl
+checkpoints, PyTorch's .pth) are read by weight_pickles, which refuses any file that names code.
 
 Jittor's own `load_state_dict` only logs a warning on missing or mis-shaped keys; here every
 missing, unexpected or mis-shaped key is an error that names the file and the first keys, so a
 model is never silently half-loaded.
 """
+import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
+import safetensors.numpy
+from safetensors import safe_open
 
 import jittor_env  # noqa: F401
 import jittor as jt
 
-PYTORCH_SUFFIXES = (".pth", ".pt", ".bin")  # the names Jittor's PyTorch reader accepts
+from files import write_bytes
+from weight_pickles import ForbiddenGlobal, Inert, read_pickled
+
+SUFFIX = ".safetensors"
+FORMAT = "ccnet-jittor checkpoint"  # the metadata "format" of a file with a record
+OPTIMIZER = "optimizer."
 SHOWN_KEYS = 5
 
 
@@ -24,7 +36,9 @@ class CheckpointError(ValueError):
 def _to_numpy(value):
     if isinstance(value, jt.Var):
         return value.numpy()
-    return np.asarray(value)
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    raise TypeError(type(value).__name__)
 
 
 def _flatten(tree, prefix=""):
@@ -38,36 +52,90 @@ def _flatten(tree, prefix=""):
     return flat
 
 
-def _read_pytorch(path):
-    from jittor_utils.load_pytorch import load_pytorch
-    if path.endswith(PYTORCH_SUFFIXES):
-        return load_pytorch(path)
-    with tempfile.TemporaryDirectory() as tmp:  # e.g. van_base_828.pth.tar
-        link = os.path.join(tmp, "checkpoint.pth")
-        os.symlink(os.path.abspath(path), link)
-        return load_pytorch(link)
+def is_safetensors(path):
+    """A safetensors file starts with its header's length (8 bytes) and the header's '{'."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path)
 
 
-def read_checkpoint(path):
-    """The top-level object of a Jittor (.pkl) or PyTorch (zip or legacy) checkpoint."""
+def _read_safetensors(path):
+    """This project's file as {"model": weights, "optimizer": ..., record...}; another tool's
+    safetensors file (no record) as its flat {name: array}."""
+    with safe_open(path, framework="numpy") as f:
+        metadata = f.metadata() or {}
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    if metadata.get("format") != FORMAT:
+        return tensors
+    checkpoint = {key: json.loads(value) for key, value in metadata.items() if key != "format"}
+    layout = checkpoint.pop("optimizer", None)
+    if layout is not None:
+        groups = [{key: [tensors.pop(f"{OPTIMIZER}{g}.{key}.{i}") for i in range(count)]
+                   for key, count in group.items()} for g, group in enumerate(layout["groups"])]
+        checkpoint["optimizer"] = {"n_step": layout["n_step"], "groups": groups}
+    checkpoint["model"] = tensors
+    return checkpoint
+
+
+def checkpoint_iteration(path):
+    """The iteration in the header of this project's checkpoint, without reading its arrays; None
+    for any other file."""
+    try:
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["iteration"]) if metadata.get("format") == FORMAT else None
+    except Exception:  # not this project's safetensors file
+        return None
+
+
+def forbidden_message(path, name):
+    return (f"{path}: refused: it names {name}, which a weight file never needs (reading it could run code). "
+            f"A file you trust that keeps other objects beside its weights loads with --allow-global {name} "
+            f"(they are kept as inert data, never called)")
+
+
+def read_checkpoint(path, allow=()):
+    """The top-level object of a checkpoint: this project's (safetensors, or the older .pkl) or
+    PyTorch's (zip or legacy), arrays as NumPy. `allow`: globals a pickle may name, kept inert."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
     try:
-        if path.endswith(".pkl"):
-            return jt.load(path)
-        return _read_pytorch(path)
-    except Exception as error:  # every reader failure means the same thing to the user
+        if is_safetensors(path):
+            return _read_safetensors(path)
+        return read_pickled(path, allow)
+    except ForbiddenGlobal as error:
+        raise CheckpointError(forbidden_message(path, error.name)) from None
+    except Exception as error:  # a damaged file in any format means the same thing to the user
         reason = " ".join(str(error).split())
         raise CheckpointError(f"{path}: not a readable checkpoint "
                               f"({type(error).__name__}: {reason})") from None
 
 
-def read_state_dict(path, nested_under=None):
+def write_checkpoint(checkpoint, path):
+    """Write {"model": weights, "optimizer": optional state, other keys: JSON values} as this
+    project's safetensors file, atomically; {"model": weights} alone writes plain weights."""
+    tensors = {name: np.ascontiguousarray(_to_numpy(value)) for name, value in checkpoint["model"].items()}
+    if any(name.startswith(OPTIMIZER) for name in tensors):
+        raise ValueError(f"a weight named {OPTIMIZER}* would be read back as optimizer state")
+    record = {key: value for key, value in checkpoint.items() if key not in ("model", "optimizer")}
+    if "optimizer" in checkpoint:
+        state = checkpoint["optimizer"]
+        for g, group in enumerate(state["groups"]):
+            for key, arrays in group.items():
+                tensors.update({f"{OPTIMIZER}{g}.{key}.{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)})
+        record["optimizer"] = {"n_step": state["n_step"],
+                               "groups": [{key: len(arrays) for key, arrays in group.items()}
+                                          for group in state["groups"]]}
+    metadata = {"format": FORMAT, **{key: json.dumps(value) for key, value in record.items()}} if record else None
+    write_bytes(path, safetensors.numpy.save(tensors, metadata))
+
+
+def read_state_dict(path, nested_under=None, allow=()):
     """A flat {name: numpy array} from `path`, taken from `obj[nested_under]` when given."""
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, allow)
     if nested_under is not None:
         if not isinstance(obj, dict) or nested_under not in obj:
-            found = sorted(obj)[:SHOWN_KEYS] if isinstance(obj, dict) else type(obj).__name__
+            found = sorted(map(str, obj))[:SHOWN_KEYS] if isinstance(obj, dict) else type(obj).__name__
             raise CheckpointError(f"{path}: expected the weights under '{nested_under}', found {found}")
         obj = obj[nested_under]
     if not isinstance(obj, dict):
@@ -76,9 +144,9 @@ def read_state_dict(path, nested_under=None):
     for key, value in _flatten(obj).items():
         try:
             state[key] = _to_numpy(value)
-        except Exception:
-            raise CheckpointError(f"{path}: entry '{key}' is not an array "
-                                  f"({type(value).__name__})") from None
+        except TypeError:
+            found = repr(value) if isinstance(value, Inert) else type(value).__name__
+            raise CheckpointError(f"{path}: entry '{key}' is not an array of numbers ({found})") from None
     return state
 
 
@@ -112,84 +180,3 @@ def load_checked(module, state, source, may_miss=()):
     """Check `state` against `module` (see check_state_dict), then copy it in."""
     check_state_dict(state, model_shapes(module), source, may_miss)
     module.load_parameters(state)
-
-
-PARTIAL_PREFIX = ".tmp-"  # the temporary files of the atomic writes below
-
-
-def _sync_folder(folder):
-    """Make a rename in `folder` durable (where the platform can open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _replace_atomic(path, write, suffix):
-    """Call write(temporary path), flush it to disk, then rename it to `path`: readers and a crash
-    at any point see the old file or the new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=PARTIAL_PREFIX, suffix=suffix)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from a shared group
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _sync_folder(folder)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_atomic(obj, path):
-    """jt.save `obj` to `path` atomically (see _replace_atomic)."""
-    _replace_atomic(path, lambda tmp: jt.save(obj, tmp), ".pkl")
-
-
-def write_atomic(path, text):
-    """Write a text file atomically (see _replace_atomic)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _replace_atomic(path, write, os.path.splitext(path)[1])
-
-
-def link_atomic(source, path):
-    """Make `path` another name of the file `source` (a hard link, so no second copy is written),
-    replacing what `path` was in one step."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f"{PARTIAL_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    try:
-        os.link(source, tmp)
-    except OSError:  # a file system without hard links: a copy, written as atomically
-        _replace_atomic(path, lambda copy: shutil.copyfile(source, copy), os.path.splitext(path)[1])
-        return
-    os.replace(tmp, path)
-    _sync_folder(folder)
-
-
-def remove_partial_saves(folder):
-    """Delete the temporary files that a process killed during an atomic write left in `folder`."""
-    for name in os.listdir(folder):
-        if name.startswith(PARTIAL_PREFIX):
-            os.remove(os.path.join(folder, name))
-
-
-def save_state_dict(state, path):
-    """Write {name: array} as a Jittor checkpoint, atomically."""
-    save_atomic({k: _to_numpy(v) for k, v in state.items()}, path)

@@ -152,7 +152,7 @@ def test_train_then_test_on_each_dataset(tmp_path, name, flags, capsys):
     log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert any("eval" in record for record in log)
     out = tmp_path / "test"
-    assert test_script.main(["--ckpt", str(work / "latest.pkl"), "--out", str(out), "--save-pred"]) == 0
+    assert test_script.main(["--ckpt", str(work / "latest.safetensors"), "--out", str(out), "--save-pred"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"]["dataset"] == dataset_name and len(metrics["IoU"]) == len(DATASETS[dataset_name].NAMES)
     assert metrics["protocol"]["mode"] == ("slide" if name == "cityscapes" else "whole")

@@ -12,7 +12,7 @@ import pytest
 import jittor as jt
 
 from models.ccnet import CCNetResNet
-from models.checkpoint import CheckpointError, load_checked, model_shapes, read_state_dict, save_state_dict
+from models.checkpoint import CheckpointError, load_checked, model_shapes, read_state_dict, write_checkpoint
 from models.resnet import ResNet
 from models.van import VAN
 
@@ -41,10 +41,10 @@ def expected():
 
 
 def round_trip(source, path, model, tmp_path):
-    """Convert, write the Jittor checkpoint, read it back and load it strictly into `model`."""
+    """Convert, write the checkpoint, read it back and load it strictly into `model`."""
     state, skipped, _, _ = convert_weights.convert(source, path, model=model)
-    save_state_dict(state, tmp_path / "converted.pkl")
-    load_checked(model, read_state_dict(str(tmp_path / "converted.pkl")), "converted.pkl")
+    write_checkpoint({"model": state}, tmp_path / "converted.safetensors")
+    load_checked(model, read_state_dict(str(tmp_path / "converted.safetensors")), "converted.safetensors")
     model.eval()
     return skipped
 
@@ -112,7 +112,7 @@ def run_cli(capsys, *args):
 
 
 def test_cli_rejects_the_wrong_backbone_naming_file_and_keys(capsys, tmp_path):
-    dst = tmp_path / "out.pkl"
+    dst = tmp_path / "out.safetensors"
     code, _, err = run_cli(capsys, "van", OFFICIAL, dst)
     assert code == 2 and not dst.exists()
     assert err.count("\n") == 1 and str(OFFICIAL) in err and "expected the weights under 'state_dict'" in err
@@ -123,7 +123,7 @@ def test_cli_rejects_the_wrong_backbone_naming_file_and_keys(capsys, tmp_path):
 
 
 def test_cli_rejects_a_checkpoint_of_the_wrong_size(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "mit-resnet101", MIT, tmp_path / "out.pkl")
+    code, _, err = run_cli(capsys, "mit-resnet101", MIT, tmp_path / "out.safetensors")
     assert code == 2 and "mis-shaped: bn1.bias [2] (expected [64])" in err
 
 
@@ -133,20 +133,20 @@ def test_cli_rejects_a_checkpoint_of_the_wrong_size(capsys, tmp_path):
 def test_cli_reports_truncated_or_foreign_files_in_one_line(capsys, tmp_path, content):
     broken = tmp_path / "broken.pth"
     broken.write_bytes(content)
-    code, _, err = run_cli(capsys, "official", broken, tmp_path / "out.pkl")
+    code, _, err = run_cli(capsys, "official", broken, tmp_path / "out.safetensors")
     assert code == 2 and err.startswith(f"error: {broken}: not a readable checkpoint") and err.count("\n") == 1
 
 
 def test_cli_reports_a_missing_file(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "van", tmp_path / "nothing.pth.tar", tmp_path / "out.pkl")
+    code, _, err = run_cli(capsys, "van", tmp_path / "nothing.pth.tar", tmp_path / "out.safetensors")
     assert code == 2 and "nothing.pth.tar: no such file" in err
 
 
-def test_jittor_checkpoints_round_trip_exactly(tmp_path):
+def test_weight_files_round_trip_exactly(tmp_path):
     model = tiny_van()
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    save_state_dict(state, tmp_path / "van.pkl")
-    read = read_state_dict(str(tmp_path / "van.pkl"))
+    write_checkpoint({"model": state}, tmp_path / "van.safetensors")
+    read = read_state_dict(str(tmp_path / "van.safetensors"))
     assert set(read) == set(model_shapes(model))
     for k in state:
         np.testing.assert_array_equal(read[k], state[k])

@@ -75,8 +75,8 @@ def test_two_processes_match_one(tmp_path):
     assert train.main(run_args(data_root, single)) == 0
 
     rank0, rank1 = (np.load(distributed / f"rank{r}.npz") for r in (0, 1))
-    one = read_checkpoint(str(single / "latest.pkl"))["model"]
-    two = read_checkpoint(str(distributed / "latest.pkl"))["model"]
+    one = read_checkpoint(str(single / "latest.safetensors"))["model"]
+    two = read_checkpoint(str(distributed / "latest.safetensors"))["model"]
     assert sorted(rank0.files) == sorted(rank1.files) == sorted(one)
     worst = 0.0
     for name in one:

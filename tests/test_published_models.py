@@ -26,7 +26,7 @@ from datasets import PascalVOC
 from checkpoints import DATASET_PROTOCOLS, build_model, load_model, make_protocol, normalization_of
 from inference import Protocol, predict
 from datasets.transforms import MIT_CAFFE
-from models.checkpoint import model_shapes, read_state_dict, save_atomic
+from models.checkpoint import model_shapes, read_state_dict, write_checkpoint
 import numpy_reference as ref
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -93,7 +93,7 @@ def test_protocol_follows_the_published_file_name(name, expected):
 @pytest.fixture(scope="module")
 def mmseg_tiny(tmp_path_factory):
     """The converted tiny mmsegmentation CCNet (an evaluation checkpoint)."""
-    dst = tmp_path_factory.mktemp("mmseg") / "ccnet_tiny.pkl"
+    dst = tmp_path_factory.mktemp("mmseg") / "ccnet_tiny.safetensors"
     assert convert_weights.main(["mmseg", str(MMSEG_TINY), str(dst)]) == 0
     return dst
 
@@ -125,7 +125,7 @@ def test_converted_mmseg_model_predicts_what_mmseg_predicted_through_test_py(mms
 @needs_sample
 def test_converted_official_model_predicts_what_the_official_code_predicted(tmp_path, capsys):
     expected = np.load(FIXTURES / "expected_outputs.npz")
-    dst = tmp_path / "official.pkl"
+    dst = tmp_path / "official.safetensors"
     code, out, _ = run(convert_weights.main, capsys, "official", OFFICIAL_TINY, dst)
     assert code == 0 and f"python test.py --ckpt {dst}" in out
     assert test_script.main(["--ckpt", str(dst), "--data-root", str(SAMPLE), "--save-pred",
@@ -145,9 +145,9 @@ def test_evaluation_checkpoints_cannot_be_resumed(mmseg_tiny, capsys):
 def test_train_checkpoints_written_before_the_record_still_load(tmp_path):
     config = {**train.DEFAULTS, "backbone": "van_b0", "num_classes": 150, "recurrence": 1, "img_scale": [256, 64]}
     model = build_model({"backbone": "van_b0", "num_classes": 150, "recurrence": 1})
-    path = tmp_path / "old.pkl"
-    save_atomic({"model": {k: v.numpy() for k, v in model.state_dict().items()}, "optimizer": {},
-                 "iteration": 5, "config": config}, str(path))
+    path = tmp_path / "old.pkl"  # jt.save's format, which train.py wrote before safetensors
+    jt.save({"model": {k: v.numpy() for k, v in model.state_dict().items()}, "optimizer": {},
+             "iteration": 5, "config": config}, str(path))
     _, checkpoint = load_model(str(path))
     assert checkpoint["arch"]["recurrence"] == 1 and checkpoint["protocol"]["scale"] == [256, 64]
     assert checkpoint["protocol"]["align_corners"] is True and checkpoint["protocol"]["normalization"]["bgr"] is False
@@ -161,7 +161,7 @@ def mmseg_state():
 
 
 def write_mmseg_like(path, state):
-    save_atomic({"meta": {"iter": 1}, "state_dict": state}, str(path))
+    jt.save({"meta": {"iter": 1}, "state_dict": state}, str(path))
     return path
 
 
@@ -186,8 +186,9 @@ def test_bad_mmseg_input_is_one_line_and_writes_nothing(tmp_path, capsys, mmseg_
     elif case == "van":
         src = FIXTURES / "van_tiny.pth.tar"
     elif case == "train":
-        src = tmp_path / "latest.pkl"
-        save_atomic({"model": {}, "optimizer": {}, "iteration": 1, "config": {}, "arch": {}, "protocol": {}}, str(src))
+        src = tmp_path / "latest.safetensors"
+        write_checkpoint({"model": {}, "optimizer": {"n_step": 1, "groups": []}, "iteration": 1, "config": {},
+                          "arch": {}, "protocol": {}}, str(src))
     elif case == "truncated":
         src = tmp_path / MMSEG_TINY.name
         src.write_bytes(MMSEG_TINY.read_bytes()[:100_000])
@@ -201,7 +202,7 @@ def test_bad_mmseg_input_is_one_line_and_writes_nothing(tmp_path, capsys, mmseg_
         name = {"unnamed": "my_model.pkl", "wrong-name": name.replace("r50", "r101"),
                 "wrong-classes": "ccnet_r50-d8_769x769_40k_cityscapes_x.pkl"}.get(case, name)
         src = write_mmseg_like(tmp_path / name, state)
-    dst = tmp_path / "out.pkl"
+    dst = tmp_path / "out.safetensors"
     code, _, err = run(convert_weights.main, capsys, "mmseg", src, dst)
     assert code == 2 and not dst.exists() and err.count("\n") == 1
     assert err.startswith(f"error: {src}") and message in err
@@ -209,7 +210,7 @@ def test_bad_mmseg_input_is_one_line_and_writes_nothing(tmp_path, capsys, mmseg_
 
 def test_renamed_file_converts_with_an_explicit_protocol(tmp_path, capsys):
     src = write_mmseg_like(tmp_path / "my_model.pkl", mmseg_state())
-    dst = tmp_path / "out.pkl"
+    dst = tmp_path / "out.safetensors"
     code, out, _ = run(convert_weights.main, capsys, "mmseg", src, dst, "--protocol", "ade20k-512x512")
     assert code == 0 and dst.exists() and "'align_corners': False" in out
 
@@ -222,7 +223,7 @@ def test_dataset_root_of_the_wrong_layout_is_one_line(mmseg_tiny, tmp_path, caps
 def test_a_converted_voc_model_evaluates_on_voc_with_its_class_names(tmp_path, capsys):
     src = write_mmseg_like(tmp_path / "ccnet_r50-d8_512x512_20k_voc12aug_x.pkl",
                            {**mmseg_state(), **voc_classifier()})
-    dst = tmp_path / "voc.pkl"
+    dst = tmp_path / "voc.safetensors"
     assert run(convert_weights.main, capsys, "mmseg", src, dst)[0] == 0
     root = tmp_path / "voc"
     make_synthetic_layouts.main(["voc", "--out", str(root), "--train", "1", "--val", "2", "--size", "64"])
@@ -243,8 +244,8 @@ def test_official_cityscapes_model_converts_to_its_evaluate_protocol(tmp_path, c
         channels = state[f"{name}.weight"].shape[1]
         state[f"{name}.weight"] = rng.standard_normal((19, channels, 1, 1)).astype(np.float32)
         state[f"{name}.bias"] = rng.standard_normal(19).astype(np.float32)
-    src, dst = tmp_path / "CS_scenes_60000.pkl", tmp_path / "cityscapes_r1.pkl"
-    save_atomic(state, str(src))
+    src, dst = tmp_path / "CS_scenes_60000.pkl", tmp_path / "cityscapes_r1.safetensors"
+    jt.save(state, str(src))
     assert run(convert_weights.main, capsys, "official", src, dst, "--recurrence", "1")[0] == 0
     model, checkpoint = load_model(str(dst))
     protocol = checkpoint["protocol"]
@@ -349,7 +350,7 @@ def test_mmseg_parity_live(tmp_path, capsys, protocol_name):
     crop, dataset = protocol_name.split("-")[1], protocol_name.split("-")[0]
     src = tmp_path / f"ccnet_r50-d8_{crop}_40k_{dataset}_live.pth"
     mmseg_reference.save(reference, src)
-    dst = tmp_path / "converted.pkl"
+    dst = tmp_path / "converted.safetensors"
     assert run(convert_weights.main, capsys, "mmseg", src, dst)[0] == 0
     model, checkpoint = load_model(str(dst))
     assert checkpoint["protocol"]["align_corners"] is (protocol_name == "cityscapes-769x769")

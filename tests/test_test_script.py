@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     assert train.main(["--backbone", "van_b0", "--data-root", str(root), "--work-dir", str(work),
                        "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--iters", "1",
                        "--eval-interval", "0"]) == 0
-    return root, work / "latest.pkl"
+    return root, work / "latest.safetensors"
 
 
 def test_saved_predictions_score_like_the_run_that_made_them(trained, tmp_path):

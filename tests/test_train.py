@@ -19,6 +19,7 @@ import train
 from datasets import ADE20K
 from models.checkpoint import read_checkpoint
 from process_helpers import live_processes_in_group, wait_for
+from tiny_training import synthetic_root, tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -27,16 +28,7 @@ import make_synthetic_ade20k  # noqa: E402
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_ade20k.main(["--out", str(root), "--train", "8", "--val", "2", "--size", "96"])
-    return str(root)
-
-
-def tiny_run(data_root, work_dir, *extra):
-    """van_b0 at crop 64, batch 2, one process: a few seconds per run once compiled."""
-    return ["--backbone", "van_b0", "--data-root", data_root, "--work-dir", str(work_dir),
-            "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--eval-interval", "0",
-            "--log-interval", "1", "--iters", "4", *extra]
+    return synthetic_root(tmp_path_factory)
 
 
 def weights(path):
@@ -45,10 +37,10 @@ def weights(path):
 
 def test_resume_continues_exactly(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "2")) == 0
-    straight = weights(tmp_path / "latest.pkl")
-    assert read_checkpoint(str(tmp_path / "iter_2.pkl"))["iteration"] == 2
-    assert train.main(["--resume", str(tmp_path / "iter_2.pkl")]) == 0
-    resumed = weights(tmp_path / "latest.pkl")
+    straight = weights(tmp_path / "latest.safetensors")
+    assert read_checkpoint(str(tmp_path / "iter_2.safetensors"))["iteration"] == 2
+    assert train.main(["--resume", str(tmp_path / "iter_2.safetensors")]) == 0
+    resumed = weights(tmp_path / "latest.safetensors")
     assert set(resumed) == set(straight)
     for name in straight:  # bit for bit: same data draws, dropout seeds, optimizer state
         np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
@@ -68,7 +60,7 @@ def test_sigint_saves_stops_and_restores_the_signal_handlers(data_root, tmp_path
     monkeypatch.setattr(train, "segmentation_loss", interrupting_loss)
     handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "100")) == 128 + signal.SIGINT
-    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 2
+    assert read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"] == 2
     assert signal.alarm(0) == 0, "the stop deadline outlived the run"
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
 
@@ -85,27 +77,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path
     assert train.main(tiny_run(data_root, tmp_path, "--ckpt-interval", "1")) == 1
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("error: iteration 3: the loss is nan; stopped without saving")
-    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 2
+    assert read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"] == 2
 
 
 def test_a_kept_checkpoint_is_written_once_and_named_twice(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--iters", "2", "--ckpt-interval", "2")) == 0
-    assert os.path.samefile(tmp_path / "latest.pkl", tmp_path / "iter_2.pkl")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "curves.png", "iter_2.pkl",
-                                                          "latest.pkl", "log.jsonl"]
+    assert os.path.samefile(tmp_path / "latest.safetensors", tmp_path / "iter_2.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "curves.png", "iter_2.safetensors",
+                                                          "latest.safetensors", "log.jsonl"]
 
 
 def test_resume_removes_partial_saves_and_overwrite_starts_afresh(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--iters", "2", "--ckpt-interval", "1")) == 0
-    (tmp_path / ".tmp-killed-during-a-save.pkl").write_bytes(b"part of a checkpoint")
-    assert train.main(["--resume", str(tmp_path / "iter_1.pkl"), "--iters", "3", "--ckpt-interval", "100"]) == 0
+    (tmp_path / ".tmp-killed-during-a-save.safetensors").write_bytes(b"part of a checkpoint")
+    assert train.main(["--resume", str(tmp_path / "iter_1.safetensors"), "--iters", "3", "--ckpt-interval", "100"]) == 0
     assert not list(tmp_path.glob(".tmp-*"))
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records] == [1, 2, 3]
     assert train.main(tiny_run(data_root, tmp_path, "--iters", "1", "--ckpt-interval", "100", "--overwrite")) == 0
-    assert not list(tmp_path.glob("iter_*.pkl"))
+    assert not list(tmp_path.glob("iter_*.safetensors"))
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
-    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] == 1
+    assert read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"] == 1
 
 
 def test_ohem_selects_the_pixels_of_the_main_loss_only():
@@ -163,16 +155,17 @@ def test_missing_dataset_points_to_the_download_and_the_demo(tmp_path, capsys):
     assert "no Cityscapes found" in err and "leftImg8bit_trainvaltest.zip" in err
 
 
-def test_existing_work_dir_is_not_overwritten(data_root, tmp_path, capsys):
-    (tmp_path / "latest.pkl").write_bytes(b"previous run")
+@pytest.mark.parametrize("name", ["latest.safetensors", "latest.safetensors"])  # this format and the older one
+def test_existing_work_dir_is_not_overwritten(data_root, tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"previous run")
     assert train.main(tiny_run(data_root, tmp_path)) == 2
-    assert "already has checkpoints" in capsys.readouterr().err
-    assert (tmp_path / "latest.pkl").read_bytes() == b"previous run"
+    assert f"already has checkpoints; continue with --resume {tmp_path / name}" in capsys.readouterr().err
+    assert (tmp_path / name).read_bytes() == b"previous run"
 
 
 def test_resume_refuses_another_backbone_or_a_foreign_file(data_root, tmp_path, capsys):
     assert train.main(tiny_run(data_root, tmp_path, "--iters", "1")) == 0
-    assert train.main(["--resume", str(tmp_path / "latest.pkl"), "--backbone", "van_b1"]) == 2
+    assert train.main(["--resume", str(tmp_path / "latest.safetensors"), "--backbone", "van_b1"]) == 2
     assert "--backbone van_b1 differs from the checkpoint's van_b0" in capsys.readouterr().err
     (tmp_path / "foreign.pkl").write_bytes(b"not a checkpoint")
     assert train.main(["--resume", str(tmp_path / "foreign.pkl")]) == 2
@@ -210,17 +203,17 @@ def test_adamw_leaves_norm_parameters_out_of_weight_decay():
 
 def test_ccl_trains_the_embedding_and_plots_the_curves(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--ccl", "--iters", "2", "--eval-interval", "2")) == 0
-    trained = weights(tmp_path / "latest.pkl")
+    trained = weights(tmp_path / "latest.safetensors")
     # van_b0's fused map has 64+160+256 = 480 channels: RCCA works on 120, the embedding has 120 // 16
     assert trained["head.embed.weight"].shape == (7, 120, 1, 1)
-    assert read_checkpoint(str(tmp_path / "latest.pkl"))["config"]["ccl"] is True
+    assert read_checkpoint(str(tmp_path / "latest.safetensors"))["config"]["ccl"] is True
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
 def test_the_same_seed_gives_the_same_initial_weights(data_root, tmp_path):
     for name in ("a", "b"):
         assert train.main(tiny_run(data_root, tmp_path / name, "--iters", "1")) == 0
-    a, b = weights(tmp_path / "a" / "latest.pkl"), weights(tmp_path / "b" / "latest.pkl")
+    a, b = weights(tmp_path / "a" / "latest.safetensors"), weights(tmp_path / "b" / "latest.safetensors")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
@@ -295,7 +288,7 @@ def test_sigterm_saves_and_ends_the_run_and_its_workers(data_root, tmp_path, lau
     run.send_signal(signal.SIGTERM)
     out, _ = finish(run, 60)
     assert run.returncode == 128 + signal.SIGTERM
-    stopped_at = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
+    stopped_at = read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"]
     assert stopped_at >= 2 and f"SIGTERM: stopped at iteration {stopped_at}" in out
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
 
@@ -306,19 +299,19 @@ def test_sigterm_to_the_whole_process_group_stops_as_cleanly(data_root, tmp_path
     os.killpg(run.pid, signal.SIGTERM)  # as Ctrl-C, `kill -TERM -PGID` or a batch scheduler do
     finish(run, 60)
     assert run.returncode == 128 + signal.SIGTERM
-    assert read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"] >= 2
+    assert read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"] >= 2
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the data workers")
 
 
 def test_after_sigkill_the_workers_end_and_resume_logs_each_iteration_once(data_root, tmp_path, launch):
     run = launch(*long_run(data_root, tmp_path, "--ckpt-interval", "2"))
-    wait_while_running(run, lambda: (tmp_path / "iter_2.pkl").exists() and len(logged_iterations(tmp_path)) >= 3,
+    wait_while_running(run, lambda: (tmp_path / "iter_2.safetensors").exists() and len(logged_iterations(tmp_path)) >= 3,
                        "iteration 3 after the checkpoint of iteration 2")
     run.kill()
     run.wait()
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the orphaned data workers")
-    kept = read_checkpoint(str(tmp_path / "latest.pkl"))["iteration"]
-    assert train.main(["--resume", str(tmp_path / "latest.pkl"), "--iters", str(kept + 1), "--workers", "0"]) == 0
+    kept = read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"]
+    assert train.main(["--resume", str(tmp_path / "latest.safetensors"), "--iters", str(kept + 1), "--workers", "0"]) == 0
     assert logged_iterations(tmp_path) == list(range(1, kept + 2))
 
 

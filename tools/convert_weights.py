@@ -1,9 +1,9 @@
-"""Convert published PyTorch weights into this project's Jittor checkpoints, checked key by key.
+"""Convert published PyTorch weights into this project's checkpoints, checked key by key.
 
-    python tools/convert_weights.py mmseg         ccnet_r101-d8_512x512_80k_ade20k_20200615_014848-1f4929a3.pth ccnet_r101_mmseg.pkl
-    python tools/convert_weights.py official      CCNet_R101.pth            ccnet_r101.pkl
-    python tools/convert_weights.py mit-resnet101 resnet101-imagenet.pth    resnet101_mit.pkl
-    python tools/convert_weights.py van           van_base_828.pth.tar      van_base.pkl
+    python tools/convert_weights.py mmseg         ccnet_r101-d8_512x512_80k_ade20k_20200615_014848-1f4929a3.pth ccnet_r101_mmseg.safetensors
+    python tools/convert_weights.py official      CCNet_R101.pth            ccnet_r101.safetensors
+    python tools/convert_weights.py mit-resnet101 resnet101-imagenet.pth    resnet101_mit.safetensors
+    python tools/convert_weights.py van           van_base_828.pth.tar      van_base.safetensors
 
 mmseg          a trained CCNet of mmsegmentation's model zoo (R-50/R-101-D8; mmcv's {'meta',
                'state_dict'} file); writes an evaluation checkpoint for test.py. Depth, class
@@ -22,6 +22,9 @@ has and the model never does (BatchNorm's num_batches_tracked, the ImageNet clas
 DataParallel "module." prefix) and requires every other key and shape to match. mmsegmentation's
 names are renamed one to one (MMSEG_NAMES); every source key but num_batches_tracked must be used
 exactly once. Anything else is an error listing the keys; nothing is written then.
+
+The source is read without running any code it holds (weight_pickles.py): a file that names
+other code is refused. The output is a safetensors file, which holds arrays and text only.
 """
 import argparse
 import os
@@ -34,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from checkpoints import DATASET_PROTOCOLS, build_model, make_protocol  # noqa: E402
-from models.checkpoint import (CheckpointError, check_state_dict, list_keys,  # noqa: E402
-                               model_shapes, read_state_dict, save_atomic, save_state_dict)
+from files import WriteError, make_folder  # noqa: E402
+from models.checkpoint import (SUFFIX, CheckpointError, check_state_dict, list_keys,  # noqa: E402
+                               model_shapes, read_state_dict, write_checkpoint)
 from models.resnet import DEPTHS, resnet101  # noqa: E402
 from models.van import van_base  # noqa: E402
 
@@ -209,20 +213,23 @@ SOURCES = {
 }
 
 
-def convert(source, path, protocol_name=None, model=None):
+def convert(source, path, protocol_name=None, model=None, allow=()):
     """(state dict, sorted skipped source keys, arch, protocol); arch and protocol are None for the
     ImageNet backbones, which are weights for train.py --pretrained, not models to evaluate.
-    `model` replaces the model the weights must fit (tests use smaller ones)."""
+    `model` replaces the model the weights must fit (tests use smaller ones); `allow`: globals the
+    source may name, kept as inert data."""
     nested_under, converter = SOURCES[source]
-    return converter(read_state_dict(str(path), nested_under), path, protocol_name, model)
+    return converter(read_state_dict(str(path), nested_under, allow), path, protocol_name, model)
 
 
 def write(dst, state, arch, protocol, src):
     """An evaluation checkpoint (model, arch, protocol, source) or, without arch, plain weights."""
+    make_folder(os.path.dirname(os.path.abspath(dst)))
     if arch is None:
-        save_state_dict(state, dst)
+        write_checkpoint({"model": state}, dst)
     else:
-        save_atomic({"model": state, "arch": arch, "protocol": protocol, "source": os.path.basename(str(src))}, dst)
+        write_checkpoint({"model": state, "arch": arch, "protocol": protocol, "source": os.path.basename(str(src))},
+                         dst)
 
 
 def main(argv=None):
@@ -231,29 +238,37 @@ def main(argv=None):
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("source", choices=sorted(SOURCES), help="which published file SRC is")
     parser.add_argument("src", help="the PyTorch checkpoint (.pth, .pth.tar, ...)")
-    parser.add_argument("dst", help="the Jittor checkpoint to write (.pkl)")
+    parser.add_argument("dst", help=f"the checkpoint to write ({SUFFIX})")
     parser.add_argument("--recurrence", type=int,
                         help=f"mmseg, official: the recurrence R the model was trained with; the weights do not "
                              f"store it (default {RECURRENCE}; the official R = 1 Cityscapes model needs 1)")
     parser.add_argument("--protocol", choices=sorted(DATASET_PROTOCOLS),
                         help="mmseg, official: the dataset and crop the model was trained for "
                              "(default: from the file name or the class count)")
+    parser.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
+                        help="read a source that names this global; it is kept as inert data, never imported "
+                             "or called (README, 'Checkpoint files')")
     args = parser.parse_args(argv)
-    if not args.dst.endswith(".pkl"):
-        parser.error(f"dst must end with .pkl (Jittor's checkpoint format), got {args.dst}")
+    if not args.dst.endswith(SUFFIX):
+        parser.error(f"dst must end with {SUFFIX} (the format this project writes: arrays and text, no code), "
+                     f"got {args.dst}")
     for flag in ("protocol", "recurrence"):
         if getattr(args, flag) is not None and args.source in BACKBONE_SOURCES:
             parser.error(f"--{flag} applies to trained segmenters (mmseg, official), not to {args.source}")
     if args.recurrence is not None and args.recurrence < 0:
         parser.error(f"--recurrence must be 0 or more, got {args.recurrence}")
     try:
-        state, skipped, arch, protocol = convert(args.source, args.src, args.protocol)
+        state, skipped, arch, protocol = convert(args.source, args.src, args.protocol, allow=args.allow_global)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.recurrence is not None:
         arch["recurrence"] = args.recurrence
-    write(args.dst, state, arch, protocol, args.src)
+    try:
+        write(args.dst, state, arch, protocol, args.src)
+    except WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     count = sum(int(np.prod(v.shape)) for v in state.values())
     print(f"{args.dst}: {len(state)} tensors ({count / 1e6:.2f}M values) from {args.src}")
     if skipped:

@@ -67,7 +67,7 @@ def main():
     if train.main(TRAIN) != 0:
         return 1
     step("3/4 evaluating the final checkpoint with test.py")
-    ckpt = os.path.join(WORK, "latest.pkl")
+    ckpt = os.path.join(WORK, "latest.safetensors")
     out = os.path.join(WORK, "test")
     if test_script.main(["--ckpt", ckpt, "--save-pred", "--out", out]) != 0:
         return 1

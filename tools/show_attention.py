@@ -1,6 +1,6 @@
 """Where one pixel looks: its criss-cross attention after one and after two recurrences.
 
-    python tools/show_attention.py --ckpt work_dirs/demo/latest.pkl --image IMAGE.jpg --pixel X Y
+    python tools/show_attention.py --ckpt work_dirs/demo/latest.safetensors --image IMAGE.jpg --pixel X Y
 
 For the chosen pixel p (X, Y in image pixels) the picture shows, over the image and on a log
 colour scale (1e-4 of the largest weight to the largest),
@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from datasets import DatasetError  # noqa: E402
 from datasets.segmentation import read_image  # noqa: E402
 from datasets import transforms as T  # noqa: E402
+from files import WriteError, replace_atomic  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from checkpoints import load_model, normalization_of  # noqa: E402
 
@@ -99,8 +100,10 @@ def draw(image, maps, point, path, title):
         ax.axis("off")
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0, 1, 0.94))
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    try:
+        replace_atomic(path, lambda tmp: figure.savefig(tmp, dpi=90))
+    finally:
+        plt.close(figure)
 
 
 def main(argv=None):
@@ -109,9 +112,11 @@ def main(argv=None):
     p.add_argument("--image", required=True, help="the picture")
     p.add_argument("--pixel", type=int, nargs=2, metavar=("X", "Y"), help="image pixel (default: the centre)")
     p.add_argument("--out", default="attention.png", help="PNG to write")
+    p.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
+                   help="read a pickled checkpoint that names this global, kept as inert data (never called)")
     args = p.parse_args(argv)
     try:
-        model, checkpoint = load_model(args.ckpt)
+        model, checkpoint = load_model(args.ckpt, args.allow_global)
         image = read_image(args.image)
     except (CheckpointError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -130,8 +135,12 @@ def main(argv=None):
     pairs = recurrence_queries_keys(model, batch)
     h, w = pairs[0][0].shape[1:]
     first, second = spread(pairs, (min(y * h // height, h - 1), min(x * w // width, w - 1)))
-    draw(image, [first, second], (x, y), args.out,
-         f"criss-cross attention of pixel ({x}, {y}), {arch['backbone']}, R={arch['recurrence']}")
+    try:
+        draw(image, [first, second], (x, y), args.out,
+             f"criss-cross attention of pixel ({x}, {y}), {arch['backbone']}, R={arch['recurrence']}")
+    except WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}")
     return 0
 
