@@ -1,11 +1,11 @@
 # `make test` is all a fresh clone needs: it builds .venv, installs the pinned requirements,
 # compiles Jittor's core once (about 2.5 minutes on a fresh cache) and runs the test suite.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 REPORT := .pytest-report.xml
 
-.PHONY: test demo ablation gpu-check venv warm clean
+.PHONY: test demo ablation gpu-check check-pythons venv warm clean
 
 # WITH_MMSEG=1 also installs mmsegmentation and torch (requirements-mmseg.txt, about 5 GB), the live
 # reference of the published-model tests, which otherwise skip.
@@ -15,6 +15,7 @@ INSTALLED := $(VENV)/.installed-$(basename $(REQUIREMENTS))
 venv: $(INSTALLED)
 
 $(INSTALLED): $(REQUIREMENTS) requirements.txt
+	$(PYTHON) jittor_python.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
@@ -46,6 +47,12 @@ ablation: warm
 # steps, speed and memory against PyTorch (tools/gpu_check.py; its stages took 436 s on an H100 from a cold cache).
 gpu-check: warm
 	$(PY) tools/gpu_check.py
+
+# Every CPython found (the system's, pyenv's; or PYTHONS="..."), each in a fresh venv with an empty
+# Jittor cache: the start above and a smoke test, as a table (tools/check_pythons.py; about 10 minutes
+# per Python here, most of it Jittor's first compile and, on 3.13, building NumPy 1.26).
+check-pythons:
+	$(PYTHON) tools/check_pythons.py $(PYTHONS)
 
 clean:
 	rm -rf $(VENV) $(REPORT) .pytest_cache

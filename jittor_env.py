@@ -3,6 +3,8 @@
 Jittor reads its configuration from environment variables when it is first imported, so they
 are set here, before that import, and never over a value the user already set:
 
+* Python: 3.10 to 3.13, and Jittor compiles against this interpreter's own headers and build
+  configuration, wherever it came from (`jittor_python`).
 * No visible NVIDIA GPU: `nvcc_path=""`. Otherwise Jittor finds a CUDA toolkit, tries to use
   it and fails on a machine whose driver has no device.
 * oneDNN: Jittor 1.3.11 only looks for oneDNN 2.2 in `<JITTOR_HOME>/.cache/jittor/mkl/` and
@@ -28,6 +30,8 @@ are set here, before that import, and never over a value the user already set:
 * Jittor 1.3.11 compiles each CPU kernel in one compiler call where its source has no assembly
   tuning marks, not through a Python script, an assembly pass and a second compiler call: a
   quarter less time to compile the kernels of a cold first step (`COMPILE_IN_ONE_CALL`).
+* Jittor 1.3.11 reads the modules it compiles back from locals() after an exec, which Python 3.13
+  no longer writes into; they are read from an explicit namespace (`EXEC_NAMESPACE`).
 * NumPy's float limits are computed before Jittor's CPU kernels switch denormals off: asked for
   the first time after that, `np.finfo` (matplotlib, `np.nan_to_num`) warns that the smallest
   subnormal is zero.
@@ -55,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 import jittor_cuda
+import jittor_python
 from jittor_cuda import gpu_visible
 
 ONEDNN_DIR = "dnnl_lnx_2.2.0_cpu_gomp"  # the folder name Jittor's installer looks for
@@ -263,7 +268,43 @@ COMPILE_IN_ONE_CALL = (
         'os.environ["log_silent"] = "1"\n',
         "any"),
 )
-JITTOR_FIXES = POINTWISE_CONVOLUTION + ONEDNN_BUFFERS + SERIAL_RELAY_TUNERS + COMPILE_IN_ONE_CALL
+# Jittor 1.3.11 imports the modules it has just compiled with exec("import NAME") and then reads
+# NAME from locals(). From Python 3.13 on (PEP 667) locals() in a function is a snapshot that exec
+# does not write into: the lookup fails (KeyError 'gen_ops_mkl_...') on the first custom op. An
+# explicit namespace works on every version.
+EXEC_NAMESPACE = (
+    jittor_cuda.Patch("compiler.py",
+          '            exec(f"import {gen_name}")\n'
+          "    mod = locals()[gen_name]\n",
+          f"            # {jittor_cuda.MARK} exec writes into this namespace; into locals() it does not (3.13)\n"
+          "            namespace = {}\n"
+          '            exec(f"import {gen_name}", namespace)\n'
+          "    mod = namespace[gen_name]\n",
+          "any"),
+    jittor_cuda.Patch("../jittor_utils/__init__.py",
+          "    with lock.unlock_scope():\n"
+          "        try:\n"
+          "            with import_scope(os.RTLD_GLOBAL | os.RTLD_NOW):\n"
+          '                exec(f"import {hash}")\n'
+          "        except Exception as e:\n"
+          "            with import_scope(os.RTLD_GLOBAL | os.RTLD_LAZY):\n"
+          '                exec(f"import {hash}")\n'
+          "\n"
+          "    mod = locals()[hash]\n",
+          f"    # {jittor_cuda.MARK} exec writes into this namespace; into locals() it does not (3.13)\n"
+          "    namespace = {}\n"
+          "    with lock.unlock_scope():\n"
+          "        try:\n"
+          "            with import_scope(os.RTLD_GLOBAL | os.RTLD_NOW):\n"
+          '                exec(f"import {hash}", namespace)\n'
+          "        except Exception as e:\n"
+          "            with import_scope(os.RTLD_GLOBAL | os.RTLD_LAZY):\n"
+          '                exec(f"import {hash}", namespace)\n'
+          "\n"
+          "    mod = namespace[hash]\n",
+          "any"),
+)
+JITTOR_FIXES = POINTWISE_CONVOLUTION + ONEDNN_BUFFERS + SERIAL_RELAY_TUNERS + COMPILE_IN_ONE_CALL + EXEC_NAMESPACE
 
 
 def fix_jittor():
@@ -278,6 +319,10 @@ def fix_jittor():
             return
     except (jittor_cuda.GpuSetupError, OSError, importlib.metadata.PackageNotFoundError):
         pass
+    if sys.version_info >= (3, 13):
+        raise jittor_python.PythonSetupError(
+            f"Jittor's files could not be fixed for Python 3.13 (EXEC_NAMESPACE): install "
+            f"jittor=={jittor_cuda.JITTOR_VERSION} where you can write (pip install -r requirements.txt in a venv)")
     os.environ.setdefault("use_parallel_op_compiler", "0")
 
 
@@ -307,6 +352,8 @@ def keep_freed_memory():
 def configure_environment():
     """Set Jittor's start-up variables; the user's own values always win."""
     global GPU_STACK
+    jittor_python.check_version()
+    jittor_python.configure(os.environ, os.path.join(jittor_home(), ".cache", "jittor", "ccnet_python"))
     use_gpu = gpu_visible()
     if use_gpu:
         cache = os.path.join(jittor_home(), ".cache", "jittor", "ccnet_cuda")
