@@ -12,6 +12,7 @@ model was trained with (a checkpoint records it). One scale (1.0), no flip, whol
 single-scale number.
 """
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from jittor import nn
 
 from datasets import transforms as T
 from metrics import SegmentationMetrics
-from models.resize import chained_matrix, interpolation_matrix, resize_bilinear, separable_map
+from models.resize import chained_matrix, constant, interpolation_matrix, resize_bilinear, separable_map
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,16 @@ def window_matrix(start, crop, count, logits_size, out_size, align_corners):
     return chained_matrix(full, [out_size], align_corners) @ (placed / count[:, None])
 
 
+@lru_cache(maxsize=256)
+def window_constant(start, crop, stride, full, logits_size, out_size, align_corners, dtype):
+    """window_matrix as a Jittor array, made once per window and image size (images of a dataset
+    mostly share their size): an array built from NumPy is a host operator, a wait on GPUs."""
+    count = coverage(full, crop, tile_starts(full, crop, stride))
+    matrix = constant(window_matrix(start, crop, count, logits_size, out_size, align_corners), dtype)
+    matrix.sync()
+    return matrix
+
+
 def slide_logits(model, image, crop, stride, align_corners, size):
     """The average of the logits of every crop x crop window of image [1, 3, H, W] (each resized to
     its window) where windows overlap, resized to `size`.
@@ -83,15 +94,13 @@ def slide_logits(model, image, crop, stride, align_corners, size):
     one linear map along rows and one along columns per window, and each window's logits go to
     `size` in one separable product instead of through a full-resolution canvas."""
     _, _, h, w = image.shape
-    row_starts, column_starts = tile_starts(h, crop, stride), tile_starts(w, crop, stride)
-    row_count, column_count = coverage(h, crop, row_starts), coverage(w, crop, column_starts)
     total = None
-    for top in row_starts:
-        for left in column_starts:
+    for top in tile_starts(h, crop, stride):
+        for left in tile_starts(w, crop, stride):
             logits = model(image[:, :, top:top + crop, left:left + crop])
-            lh, lw = logits.shape[2:]
-            out = separable_map(logits, window_matrix(top, crop, row_count, lh, size[0], align_corners),
-                                window_matrix(left, crop, column_count, lw, size[1], align_corners))
+            (lh, lw), dtype = logits.shape[2:], str(logits.dtype)
+            out = separable_map(logits, window_constant(top, crop, stride, h, lh, size[0], align_corners, dtype),
+                                window_constant(left, crop, stride, w, lw, size[1], align_corners, dtype))
             total = out if total is None else total + out
     return total
 

@@ -10,6 +10,8 @@ value V a 1x1 projection to C channels. Pixel u attends over its criss-cross pat
 
 gamma is a learned scalar initialised to 0, so a fresh module is the identity.
 """
+from functools import lru_cache
+
 import numpy as np
 
 import jittor_env  # noqa: F401  (configures Jittor before its first import)
@@ -19,9 +21,14 @@ from jittor import nn
 from . import cca_cpu
 
 
+@lru_cache(maxsize=64)
 def _column_centre_mask(height):
-    """[H, H] additive mask: -inf on the diagonal removes u from its own column term."""
-    return jt.array(np.diag(np.full(height, -np.inf, dtype=np.float32)))
+    """[H, H] additive mask: -inf on the diagonal removes u from its own column term. Made once per
+    height: built from NumPy in every forward it would be a host operator, a wait for the device
+    on GPUs."""
+    mask = jt.array(np.diag(np.full(height, -np.inf, dtype=np.float32))).stop_grad()
+    mask.sync()
+    return mask
 
 
 def criss_cross_attention(query, key, value):

@@ -42,6 +42,22 @@ def chained_matrix(size_in, sizes, align_corners):
     return matrix
 
 
+def constant(matrix, dtype):
+    """A NumPy matrix as a Jittor array of `dtype` that no gradient flows into."""
+    var = jt.array(matrix)
+    return (var if var.dtype == dtype else var.cast(dtype)).stop_grad()
+
+
+@lru_cache(maxsize=256)
+def resize_matrix(size_in, sizes, align_corners, dtype):
+    """chained_matrix as a Jittor array, made once per sizes and dtype: an array built from NumPy
+    runs as a host operator, which on a GPU makes Jittor wait for the device and copy (a drain of
+    its queue inside every step, for each resize of every forward)."""
+    var = constant(chained_matrix(size_in, sizes, align_corners), dtype)
+    var.sync()  # computed now, so that no later graph runs its operator again
+    return var
+
+
 def resize_bilinear(x, size, align_corners=False, via=()):
     """x [N, C, H, W] -> [N, C, size[0], size[1]].
 
@@ -52,19 +68,19 @@ def resize_bilinear(x, size, align_corners=False, via=()):
     sizes = tuple(via) + (tuple(size),)
     if all(tuple(s) == (h, w) for s in sizes):
         return x
-    return separable_map(x, chained_matrix(h, [s[0] for s in sizes], align_corners),
-                         chained_matrix(w, [s[1] for s in sizes], align_corners))
+    dtype = str(x.dtype)
+    return separable_map(x, resize_matrix(h, tuple(s[0] for s in sizes), align_corners, dtype),
+                         resize_matrix(w, tuple(s[1] for s in sizes), align_corners, dtype))
 
 
 def separable_map(x, rows, cols):
     """rows @ x[n, c] @ cols^T for every map of x [N, C, H, W]; rows [out_h, H] and cols [out_w, W]
-    are NumPy (float64, cast to x's dtype).
+    are Jittor arrays of x's dtype (`constant`, `resize_matrix`).
 
     Rows first, on the input transposed: the only transposes (and their gradients') are of the
     input and of the half-resized map, never of the output, which upsampling makes the largest."""
     n, c, h, w = x.shape
     out_h, out_w = rows.shape[0], cols.shape[0]
-    rows, cols = (jt.array(m).cast(x.dtype) for m in (rows, cols))
     t = x.reshape(n * c, h, w).transpose(0, 2, 1).reshape(n * c * w, h)
     t = jt.matmul(t, rows.transpose())                                   # [N C W, out_h]
     t = t.reshape(n * c, w, out_h).transpose(0, 2, 1).reshape(n * c * out_h, w)
