@@ -37,6 +37,7 @@ import signal
 import sys
 import time
 
+import numpy as np
 from tqdm import tqdm
 
 import jittor_env  # noqa: F401
@@ -374,13 +375,50 @@ def training_loss(outputs, labels, config, ohem):
     return loss
 
 
-def agree(loss, stop):
-    """(mean loss over processes, whether any process was asked to stop): every process sees the
-    same values, so all of them stop at the same iteration, on a NaN anywhere too."""
-    if not jt.in_mpi:
-        return loss.item(), stop.requested()
-    both = jt.concat([loss.reshape(1), jt.array([float(stop.requested())])]).mpi_all_reduce("mean").numpy()
-    return float(both[0]), both[1] > 0
+class Losses:
+    """Each iteration's loss, delivered to the host when it has been computed (jt.fetch) instead of
+    the loop waiting for it: on a GPU the next step's graph building then overlaps this step's
+    kernels. A non-finite loss that has arrived stops the run (one iteration later, or at the next
+    settle under MPI); where the loop needs the exact loss or a decision every process shares (a log
+    line, a checkpoint, an evaluation, a stop), it settles: waits for every loss sent, and under MPI
+    the processes agree on the mean loss, a stop and a NaN anywhere."""
+
+    def __init__(self, config):
+        self.config, self.latest, self.first_bad, self.sent = config, (0, math.nan), None, None
+
+    def send(self, iteration, loss):
+        """Fetch `loss` once it is computed, and compute it: on a GPU its kernels are launched, not
+        waited for. (The forward and the loss run as one graph and the update with the next step's,
+        as when the loop read the loss at once: Jittor fuses the same operators, the numbers are
+        the same.)"""
+        self.sent = (iteration, loss)
+        jt.fetch(loss, lambda value: self.arrive(iteration, float(np.asarray(value).reshape(-1)[0])))
+        loss.sync()
+
+    def arrive(self, iteration, value):
+        self.latest = max(self.latest, (iteration, value), key=lambda pair: pair[0])
+        if not math.isfinite(value) and self.first_bad is None:
+            self.first_bad = (iteration, value)
+
+    def check(self):
+        """Stop on a non-finite loss that has arrived (one process: the others would wait for it)."""
+        if self.first_bad is not None:
+            iteration, value = self.first_bad
+            raise TrainingError(f"iteration {iteration}: the loss is {value}; stopped without saving (the "
+                                f"last checkpoint in {self.config['work_dir']} is intact)")
+
+    def settle(self, stop):
+        """(the last iteration's loss, whether to stop), the same in every process."""
+        if self.sent is not None and self.latest[0] < self.sent[0]:  # not delivered yet: wait for it
+            self.arrive(self.sent[0], self.sent[1].item())
+        value, stopping = self.latest[1], stop.requested()
+        if jt.in_mpi:
+            shared = jt.array([value, float(stopping), float(self.first_bad is not None)]).mpi_all_reduce("mean")
+            value, stopping, bad = (float(v) for v in shared.numpy())
+            if bad and self.first_bad is None:
+                self.first_bad = (self.latest[0], math.nan)  # another process's loss
+        self.check()
+        return value, stopping > 0
 
 
 def train(config, resume=None, overwrite=False, allow=()):
@@ -409,7 +447,8 @@ def train(config, resume=None, overwrite=False, allow=()):
     protocol = evaluation_protocol(record_of_config(config)[1])
     ohem = Ohem() if config["ohem"] else None
     stop = StopRequest(config["stop_timeout"])
-    # under MPI every process must take the same steps: they stop together, after a step (agree)
+    losses = Losses(config)
+    # under MPI every process must take the same steps: they stop together, where they settle
     loader = Loader(data, batch, start * batch, config["iters"] * batch, config["workers"],
                     until=None if jt.in_mpi else stop.requested, part=(jt.rank, jt.world_size))
     model.train()
@@ -422,17 +461,22 @@ def train(config, resume=None, overwrite=False, allow=()):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # dropout depends on the iteration only, and is the same in every process (global-batch masks)
-            jt.set_global_seed(config["seed"] * 1_000_003 + iteration, different_seed_for_mpi=False)
+            jt.set_seed(config["seed"] * 1_000_003 + iteration)
             loss = training_loss(model(jt.array(images)), jt.array(labels), config, ohem)
             optimizer.step(loss)
-            value, stopping = agree(loss, stop)
-            if not math.isfinite(value):
-                raise TrainingError(f"iteration {iteration + 1}: the loss is {value}; stopped without "
-                                    f"saving (the last checkpoint in {config['work_dir']} is intact)")
             iteration += 1
+            losses.send(iteration, loss)
+            logging = iteration % config["log_interval"] == 0 or iteration == config["iters"]
+            evaluating = val is not None and iteration % config["eval_interval"] == 0
+            stopping = False
+            if logging or evaluating or iteration % config["ckpt_interval"] == 0 or \
+                    (stop.requested() and not jt.in_mpi):
+                value, stopping = losses.settle(stop)
+            elif not jt.in_mpi:
+                losses.check()
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            if iteration % config["log_interval"] == 0 or iteration == config["iters"]:
+            bar.set_postfix(loss=f"{losses.latest[1]:.4f}", lr=f"{lr:.2e}")
+            if logging:
                 log_line(config, {"iter": iteration, "loss": value, "lr": lr,
                                   "seconds_per_iter": (time.time() - tic) / (iteration - since),
                                   "rss_mib": resident_mib()})
@@ -440,7 +484,7 @@ def train(config, resume=None, overwrite=False, allow=()):
             if iteration % config["ckpt_interval"] == 0:
                 save_checkpoint(model, optimizer, iteration, config, keep=True)
                 saved = iteration
-            if val is not None and iteration % config["eval_interval"] == 0:
+            if evaluating:
                 evaluation_start = time.time()
                 results = evaluate(model, val, protocol, config["num_classes"], progress=False)
                 log_line(config, {"iter": iteration, "eval": {k: results[k] for k in ("aAcc", "mIoU", "mAcc")}})
@@ -451,9 +495,11 @@ def train(config, resume=None, overwrite=False, allow=()):
             if stopping:
                 break
         if saved != iteration:  # within the stop deadline
+            losses.settle(stop)
             save_checkpoint(model, optimizer, iteration, config, keep=False)
     except (DatasetError, LoaderError) as error:
         if saved != iteration and not jt.in_mpi:  # the state of a whole iteration: keep it
+            losses.settle(stop)
             save_checkpoint(model, optimizer, iteration, config, keep=False)
             error.args = (f"{error} (saved iteration {iteration} to {latest_path(config)}: "
                           f"continue with --resume once the data is fixed)",)

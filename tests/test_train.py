@@ -80,6 +80,39 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(data_root, tmp_path
     assert read_checkpoint(str(tmp_path / "latest.safetensors"))["iteration"] == 2
 
 
+def test_the_loop_waits_for_the_loss_only_where_it_needs_it(data_root, tmp_path, monkeypatch):
+    """The loss reaches the host asynchronously: the loop waits for it (settles) at log lines,
+    checkpoints and the end only, not at every iteration."""
+    settled = []
+    real = train.Losses.settle
+
+    def counting(self, stop):
+        result = real(self, stop)
+        settled.append(self.latest[0])  # the iteration whose loss it waited for
+        return result
+    monkeypatch.setattr(train.Losses, "settle", counting)
+    assert train.main(tiny_run(data_root, tmp_path, "--iters", "6", "--log-interval", "3",
+                               "--ckpt-interval", "100")) == 0
+    assert settled == [3, 6, 6]  # two log lines, then the final checkpoint
+
+
+def test_a_nan_between_settles_stops_the_run_one_iteration_later(data_root, tmp_path, monkeypatch, capsys):
+    real = losses.segmentation_loss
+    calls = []
+
+    def exploding_loss(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) in (5, 6) else loss  # iteration 3's main and aux losses
+    monkeypatch.setattr(train, "segmentation_loss", exploding_loss)
+    assert train.main(tiny_run(data_root, tmp_path, "--iters", "8", "--log-interval", "100",
+                               "--ckpt-interval", "100")) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: iteration 3: the loss is nan; stopped without saving")
+    assert len(calls) // 2 <= 4  # at most one iteration after the NaN
+    assert not (tmp_path / "latest.safetensors").exists()
+
+
 def test_a_kept_checkpoint_is_written_once_and_named_twice(data_root, tmp_path):
     assert train.main(tiny_run(data_root, tmp_path, "--iters", "2", "--ckpt-interval", "2")) == 0
     assert os.path.samefile(tmp_path / "latest.safetensors", tmp_path / "iter_2.safetensors")
