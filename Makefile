@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 REPORT := .pytest-report.xml
 
-.PHONY: test demo ablation gpu-check check-pythons venv warm clean
+.PHONY: test demo ablation gpu-check check-pythons wheelhouse venv warm clean
 
 # WITH_MMSEG=1 also installs mmsegmentation and torch (requirements-mmseg.txt, about 5 GB), the live
 # reference of the published-model tests, which otherwise skip.
@@ -53,6 +53,18 @@ gpu-check: warm
 # per Python here, most of it Jittor's first compile and, on 3.13, building NumPy 1.26).
 check-pythons:
 	$(PYTHON) tools/check_pythons.py $(PYTHONS)
+
+# For a machine without internet (a GPU node): every pinned package for CPython $(WHEEL_PYTHON) on
+# x86-64 Linux in wheelhouse/ (Jittor as its source, which pip builds there); install there with
+# pip install --no-index --find-links wheelhouse -r requirements.txt
+WHEEL_PYTHON ?= 3.12
+WHEEL_PLATFORMS := $(foreach p,manylinux1 manylinux2014 manylinux_2_17 manylinux_2_28,--platform $(p)_x86_64)
+wheelhouse:
+	mkdir -p wheelhouse
+	$(PYTHON) -m pip download --quiet --dest wheelhouse --no-deps --no-binary :all: $$(grep '^jittor==' requirements.txt)
+	grep -v '^jittor==' requirements.txt > wheelhouse/requirements-wheels.txt
+	$(PYTHON) -m pip download --quiet --dest wheelhouse --only-binary :all: --python-version $(WHEEL_PYTHON) \
+		$(WHEEL_PLATFORMS) -r wheelhouse/requirements-wheels.txt astunparse setuptools wheel
 
 clean:
 	rm -rf $(VENV) $(REPORT) .pytest_cache

@@ -222,6 +222,22 @@ def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
     assert f"a fixed pure-Python loop took {report['host']['python_probe_ms']} ms" in markdown
 
 
+def test_gpu_checks_train_py_row_reads_train_pys_own_log(tmp_path):
+    """The check's train.py row, run small on the CPU: train.py on generated data, its seconds per
+    iteration over the last log interval, the recipe's hours at that speed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import gpu_check
+    report = gpu_check.Report(tmp_path, budget=600)
+    result = gpu_check.check_trainpy(report, "van_b0", tmp_path / "run", batch=2, size=64, iters=4, start=2,
+                                     img_scale=(128, 64))
+    log = [json.loads(line) for line in (tmp_path / "run" / "work" / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == [2, 4] and result["seconds_per_iter"] == log[-1]["seconds_per_iter"] > 0
+    check, shown, _, ok = report.rows[-1]
+    assert check == "train.py van_b0 batch 2 crop 64: s/iter over 3-4" and ok
+    assert shown == f"{result['seconds_per_iter']:.3f} ({80_000 * result['seconds_per_iter'] / 3600:.1f} h for 80,000)"
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][-1]["check"] == check
+
+
 def test_a_half_made_mirror_is_replaced_and_a_whole_one_kept(cuda13_with_wheels):
     user, cache, _ = cuda13_with_wheels
     first = dict(user)
