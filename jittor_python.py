@@ -15,7 +15,7 @@ import os
 import sys
 import sysconfig
 
-SUPPORTED = ((3, 10), (3, 13))  # the CPython versions the project is checked on (README, "Pythons")
+SUPPORTED = ((3, 10), (3, 13))  # the CPython versions the project is checked on (docs/pythons.md)
 
 
 class PythonSetupError(SystemExit):
@@ -30,8 +30,7 @@ def check_version(version=sys.version_info):
     if not low <= tuple(version[:2]) <= high:
         raise PythonSetupError(
             f"Python {version[0]}.{version[1]}.{version[2]} is not supported: use Python {low[0]}.{low[1]} to "
-            f"{high[0]}.{high[1]}, on which the pinned requirements install and the project is checked (README, "
-            f"'Pythons')")
+            f"{high[0]}.{high[1]}, on which the pinned requirements install and the project is checked (docs/pythons.md)")
 
 
 def own_config_script():

@@ -58,7 +58,7 @@ def parse_args(argv):
                    help="write benchmark PNGs (pred/), colourised predictions and overlays (vis/)")
     p.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
                    help="read a pickled checkpoint that names this global; it is kept as inert data, never "
-                        "imported or called (README, 'Checkpoint files')")
+                        "imported or called (docs/checkpoints.md)")
     return p.parse_args(argv)
 
 

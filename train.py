@@ -26,7 +26,7 @@ A run ends cleanly whatever happens: SIGINT or SIGTERM save and stop (exit code 
 file or a failed data worker is one line naming it (exit code 1, after saving the iteration
 reached), a non-finite loss stops without saving, a file that cannot be written (a full disk) is one
 line naming it and the last checkpoint (exit code 1); checkpoints are written atomically, so SIGKILL
-loses only the iterations since the last one (README, "Stopping, and what ends a run").
+loses only the iterations since the last one (docs/training.md, "Stopping, and what ends a run").
 """
 import argparse
 import json
@@ -72,11 +72,11 @@ PRESETS = {
 }
 GET_DATA = {
     "ade20k": "Get ADEChallengeData2016.zip (the MIT Scene Parsing benchmark), unpack it and pass --data-root "
-              "path/to/ADEChallengeData2016 (see README, 'ADE20K').",
+              "path/to/ADEChallengeData2016 (see docs/datasets.md, 'ADE20K').",
     "cityscapes": "Get leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip (cityscapes-dataset.com), unpack "
-                  "both into one folder and pass it as --data-root (see README, 'Cityscapes and Pascal VOC').",
+                  "both into one folder and pass it as --data-root (see docs/datasets.md, 'Cityscapes and Pascal VOC').",
     "voc12aug": "Get VOCtrainval_11-May-2012.tar and the SBD labels converted to SegmentationClassAug with aug.txt, "
-                "and pass --data-root path/to/VOCdevkit/VOC2012 (see README, 'Cityscapes and Pascal VOC').",
+                "and pass --data-root path/to/VOCdevkit/VOC2012 (see docs/datasets.md, 'Cityscapes and Pascal VOC').",
 }
 NO_DATA = ("no {name} found: {error}\n{get}\n"
            "To see the whole pipeline now, on a generated dataset and the CPU: make demo")
@@ -137,7 +137,7 @@ def parse_args(argv):
                    "SIGTERM before it is ended without saving (default 60)")
     r.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
                    help="read a pickled --resume or --pretrained file that names this global; it is kept as "
-                        "inert data, never imported or called (README, 'Checkpoint files')")
+                        "inert data, never imported or called (docs/checkpoints.md)")
     return p.parse_args(argv)
 
 

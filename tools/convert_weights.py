@@ -247,7 +247,7 @@ def main(argv=None):
                              "(default: from the file name or the class count)")
     parser.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
                         help="read a source that names this global; it is kept as inert data, never imported "
-                             "or called (README, 'Checkpoint files')")
+                             "or called (docs/checkpoints.md)")
     args = parser.parse_args(argv)
     if not args.dst.endswith(SUFFIX):
         parser.error(f"dst must end with {SUFFIX} (the format this project writes: arrays and text, no code), "
