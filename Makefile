@@ -14,11 +14,14 @@ INSTALLED := $(VENV)/.installed-$(basename $(REQUIREMENTS))
 
 venv: $(INSTALLED)
 
-$(INSTALLED): $(REQUIREMENTS) requirements.txt
+# The checkout goes first on the venv's path (a .pth file, as an editable install does it), so that
+# `python tools/X.py` and `python bench/X.py` import the project with no path code of their own.
+$(INSTALLED): $(REQUIREMENTS) requirements.txt Makefile
 	$(PYTHON) jittor_python.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
+	$(PY) -c "import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'ccnet_jittor.pth').write_text('import sys; %r in sys.path or sys.path.insert(0, %r)\n' % ((sys.argv[1],) * 2))" "$(CURDIR)"
 	touch $@
 
 # Jittor may compile its core, print "jit_utils updated, please rerun" and exit 0 on a fresh

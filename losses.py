@@ -30,10 +30,10 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-import cross_entropy_cpu
+import kernels
+from datasets import IGNORE
 from models.resize import resize_bilinear
 
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,8 @@ def segmentation_loss(logits, labels, ohem=None):
     """Mean cross-entropy over the valid (and, with OHEM, kept) pixels of logits upsampled to the
     labels' size."""
     logits = resize_bilinear(logits, labels.shape[1:], align_corners=True)
-    if cross_entropy_cpu.available(logits):
-        nll = cross_entropy_cpu.pixel_cross_entropy(logits, labels)
-    else:
-        nll = pixel_cross_entropy(logits, labels)
+    kernel = kernels.choose("pixel_cross_entropy", logits)
+    nll = kernel.pixel_cross_entropy(logits, labels) if kernel else pixel_cross_entropy(logits, labels)
     keep = labels != IGNORE
     if ohem is not None:
         prob = nn.softmax(logits.detach(), dim=1)
@@ -116,7 +114,7 @@ def segmentation_loss(logits, labels, ohem=None):
 
 def pixel_cross_entropy(logits, labels):
     """nll [N, H, W] of logits [N, C, H, W] against integer labels [N, H, W], 0 where a label is not
-    one of the C classes: cross_entropy_cpu's function (which the CPU uses) as Jittor operators that
+    one of the C classes: kernels/cross_entropy_cpu.py's function (which the CPU uses) as Jittor operators that
     reduce over the classes in place. Jittor's own cross_entropy_loss transposes the logits to rows
     [N H W, C] first, a copy of a step's largest tensor (and one of its gradient), and neighbouring
     GPU threads then read C values apart."""
@@ -143,7 +141,7 @@ def nearest_labels(labels, size):
     return labels[:, rows][:, :, cols]
 
 
-def norm(x, dim):
+def vector_norm(x, dim):
     """Euclidean norm with a tiny floor, so that its gradient stays finite at 0."""
     return (x.sqr().sum(dim) + 1e-12).sqrt()
 
@@ -154,15 +152,15 @@ def image_consistency(embedding, labels, weights):
     members = jt.array((labels[None] == classes[:, None]).astype(np.float32))  # [K, P]
     counts = members.sum(1, keepdims=True)
     centres = jt.matmul(members, embedding.transpose(1, 0)) / counts  # [K, D]
-    d = norm(jt.matmul(members.transpose(1, 0), centres) - embedding.transpose(1, 0), 1)  # [P]
+    d = vector_norm(jt.matmul(members.transpose(1, 0), centres) - embedding.transpose(1, 0), 1)  # [P]
     w = weights
     phi = jt.minimum(nn.relu(d - w.delta_v), w.delta_d - w.delta_v).sqr() + nn.relu(d - w.delta_d)
     l_var = (jt.matmul(members, phi.reshape(-1, 1)) / counts).mean()
-    l_reg = norm(centres, 1).mean()
+    l_reg = vector_norm(centres, 1).mean()
     k = len(classes)
     if k < 2:
         return w.alpha * l_var + w.gamma * l_reg
-    apart = norm(centres.reshape(k, 1, -1) - centres.reshape(1, k, -1), 2)
+    apart = vector_norm(centres.reshape(k, 1, -1) - centres.reshape(1, k, -1), 2)
     off_diagonal = jt.array(1 - np.eye(k, dtype=np.float32))
     l_dis = (nn.relu(2 * w.delta_d - apart).sqr() * off_diagonal).sum() / (k * (k - 1))
     return w.alpha * l_var + w.beta * l_dis + w.gamma * l_reg

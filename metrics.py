@@ -14,9 +14,11 @@ predicted `ignore_index` (no class, as a benchmark PNG's 0) counts as labelled b
 """
 import numpy as np
 
+from datasets.transforms import IGNORE
+
 
 class SegmentationMetrics:
-    def __init__(self, num_classes, ignore_index=255):
+    def __init__(self, num_classes, ignore_index=IGNORE):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.intersection = np.zeros(num_classes, np.int64)

@@ -26,14 +26,13 @@ from tqdm import tqdm
 
 import jittor_env  # noqa: F401
 
-from datasets import ADE20K, DATASETS, DatasetError
+from datasets import ADE20K, DATASETS, IGNORE, DatasetError
 from datasets.ade20k import read_annotation, to_train_ids
 from datasets.segmentation import read_image
-from checkpoints import evaluation_protocol, load_model, normalization_of
+from checkpoints import CheckpointError, evaluation_protocol, load_model, protocol_normalization
 from files import WriteError, make_folder, replace_atomic, write_text
 from inference import evaluate, predict
 from metrics import SegmentationMetrics
-from models.checkpoint import CheckpointError
 
 
 def parse_args(argv):
@@ -65,7 +64,7 @@ def parse_args(argv):
 def colourise(label, palette):
     """Training labels (0..K-1, 255) -> RGB with the dataset's palette, black where ignored."""
     rgb = np.zeros(label.shape + (3,), np.uint8)
-    known = label != 255
+    known = label != IGNORE
     rgb[known] = palette[label[known]]
     return rgb
 
@@ -152,7 +151,7 @@ def predict_image(model, normalization, protocol, path, out, dataset):
 def run_protocol(saved, args):
     """(inference.Protocol, Normalization): the checkpoint's protocol with the flags given."""
     protocol = evaluation_protocol(saved, args.mode, args.scales, args.flip, args.crop_size, args.stride)
-    return protocol, normalization_of(saved)
+    return protocol, protocol_normalization(saved)
 
 
 def dataset_of(checkpoint, path):

@@ -49,11 +49,11 @@ from datasets.transforms import AUGMENTATIONS
 from inference import evaluate
 from curves import plot_curves
 from losses import Ohem, category_consistent_loss, segmentation_loss
-from checkpoints import build_model, evaluation_protocol, is_resumable, read_record, record_of_config
+from checkpoints import (SUFFIX, CheckpointError, build_model, checkpoint_iteration, evaluation_protocol,
+                         is_resumable, load_checked, read_record, read_state_dict, trained_arch, trained_protocol,
+                         write_checkpoint)
 from models import BACKBONES
 from files import WriteError, append_line, link_atomic, make_folder, remove_partial_saves, write_text, writing
-from models.checkpoint import (SUFFIX, CheckpointError, checkpoint_iteration, load_checked, read_state_dict,
-                               write_checkpoint)
 
 RECIPES = {
     "sgd": dict(lr=0.01, weight_decay=5e-4, warmup_iters=0, power=0.9, min_lr=1e-4),
@@ -263,10 +263,9 @@ def save_checkpoint(model, optimizer, iteration, config, keep):
     file, two names).
     Every process fetches the values (they may still depend on a pending gradient all-reduce);
     process 0 writes."""
-    arch, protocol = record_of_config(config)
     checkpoint = {"model": {k: v.numpy() for k, v in model.state_dict().items()},
                   "optimizer": optimizer_state(optimizer), "iteration": iteration, "config": config,
-                  "arch": arch, "protocol": protocol}
+                  "arch": trained_arch(config), "protocol": trained_protocol(config)}
     if jt.rank != 0:
         return
     if keep:
@@ -425,7 +424,7 @@ def train(config, resume=None, overwrite=False, allow=()):
     """Train as `config` says; returns (model, the signal that stopped it or None). `allow`: globals
     a pickled --resume or --pretrained file may name (kept inert)."""
     jt.set_global_seed(config["seed"], different_seed_for_mpi=False)  # the same initial weights
-    model = build_model(record_of_config(config)[0])
+    model = build_model(trained_arch(config))
     optimizer = make_optimizer(model, config)
     start = 0
     if resume:
@@ -444,7 +443,7 @@ def train(config, resume=None, overwrite=False, allow=()):
     data = dataset(config["data_root"], dataset.TRAIN_SPLIT, config["backbone"], config["crop_size"], config["seed"],
                    scale=config["img_scale"], augmentation=AUGMENTATIONS[config["augmentation"]])
     val = dataset(config["data_root"], dataset.VAL_SPLIT, config["backbone"]) if config["eval_interval"] else None
-    protocol = evaluation_protocol(record_of_config(config)[1])
+    protocol = evaluation_protocol(trained_protocol(config))
     ohem = Ohem() if config["ohem"] else None
     stop = StopRequest(config["stop_timeout"])
     losses = Losses(config)

@@ -7,13 +7,10 @@ Reads the split's files as training samples (the real ADE20K validation samples 
 each number of worker processes.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets import ADE20K, Loader  # noqa: E402
+from datasets import ADE20K, Loader
 
 
 def throughput(root, split, workers, draws, batch, crop):

@@ -14,19 +14,16 @@ protocol is the one a checkpoint of that layout records (checkpoints.py): --layo
 converted mmsegmentation model.
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from checkpoints import make_protocol, normalization_of  # noqa: E402
-from datasets import ADE20K  # noqa: E402
-from datasets.transforms import normalization_for  # noqa: E402
-from inference import Protocol, predict  # noqa: E402
-from models import build_ccnet  # noqa: E402
+from checkpoints import make_protocol, protocol_normalization
+from datasets import ADE20K
+from datasets.transforms import normalization_for
+from inference import Protocol, predict
+from models import build_ccnet
 
 
 class TimedModel:
@@ -56,7 +53,7 @@ def main():
     args = p.parse_args()
     saved = make_protocol(args.layout, "ade20k-512x512",
                           normalization_for(args.backbone) if args.layout == "official" else None)
-    dataset = ADE20K(args.root, args.split, normalization=normalization_of(saved))
+    dataset = ADE20K(args.root, args.split, normalization=protocol_normalization(saved))
     images = [dataset.read(i)[0] for i in range(len(dataset.files))]
     model = TimedModel(build_ccnet(args.backbone, layout=args.layout).eval())
     protocol = Protocol(args.mode, tuple(args.scales), args.flip, align_corners=saved["align_corners"])

@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 
 def parse_args(argv=None):
@@ -51,7 +50,7 @@ def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="first_steps_") as tmp:
         data_root = os.path.join(tmp, "data")
-        make_synthetic_ade20k.main(["--out", data_root, "--train", "8", "--val", "2", "--size", "96"])
+        synthetic.write_ade20k(data_root, train=8, val=2, size=96)
         codes, seconds = [], []
         for i in range(args.runs):
             code, wall, last = one_run(args, data_root, os.path.join(tmp, f"run{i}"))

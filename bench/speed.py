@@ -6,8 +6,8 @@
 Tables: (a) criss-cross attention, the operator (the fused CPU kernel and the batched-matmul
 reference) and the module, forward and forward+backward, with achieved GFLOP/s against the
 machine's measured GEMM peak; (b) CCNet-R101 and CCNet-VAN-base train steps (forward, loss,
-backward, SGD step) and whole-image eval. The PyTorch side (bench/torch_cca.py,
-bench/torch_models.py) runs when torch is importable (`pip install torch==2.13.0`).
+backward, SGD step) and whole-image eval. The PyTorch side (reference/torch_cca.py,
+reference/torch_models.py) runs when torch is importable (`pip install torch==2.13.0`).
 
 Each measurement runs in a fresh process, so its peak memory is its own: the rise of the peak
 resident set (VmHWM) over what the process held once model and inputs existed (Jittor's
@@ -123,7 +123,7 @@ def jittor_gemm_step():
 
 def torch_cca_step(target, shape, backward):
     import torch
-    from torch_cca import CrissCrossAttention, criss_cross_attention
+    from reference.torch_cca import CrissCrossAttention, criss_cross_attention
     b, c, h, w = shape
     if target == "module":
         module = CrissCrossAttention(c)
@@ -150,7 +150,7 @@ def torch_cca_step(target, shape, backward):
 def torch_model_step(backbone, mode, shape):
     shape = tuple(shape)
     import torch
-    from torch_models import CCNet, CCNetVAN, sgd_step
+    from reference.torch_models import CCNet, CCNetVAN, sgd_step
     model = CCNet(150) if backbone == "resnet101" else CCNetVAN(150)
     x = torch.randn(shape)
     if mode == "eval":
@@ -177,11 +177,9 @@ def torch_gemm_step():
 def make_step(case):
     framework, kind = case["framework"], case["kind"]
     if framework == "jittor":
-        sys.path.insert(0, str(ROOT))
         import jittor_env  # noqa: F401
         makers = {"cca": jittor_cca_step, "model": jittor_model_step, "gemm": jittor_gemm_step}
     else:
-        sys.path.insert(0, str(ROOT / "bench"))
         makers = {"cca": torch_cca_step, "model": torch_model_step, "gemm": torch_gemm_step}
     return makers[kind](*case["args"])
 

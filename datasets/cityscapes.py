@@ -16,6 +16,7 @@ import numpy as np
 
 from .segmentation import (DatasetError, SegmentationDataset, check_pairs, check_values, named, read_label_png,
                            stems)
+from .transforms import IGNORE
 
 CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
            "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
@@ -31,10 +32,10 @@ NUM_IDS = 34  # label ids 0..33
 # traffic sign 20, vegetation 21, terrain 22, sky 23, person 24, rider 25, car 26, truck 27, bus 28,
 # train 31, motorcycle 32, bicycle 33; every other id is not evaluated (255).
 EVALUATED_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
-ID_TO_TRAIN_ID = np.full(256, 255, np.uint8)
+ID_TO_TRAIN_ID = np.full(256, IGNORE, np.uint8)
 ID_TO_TRAIN_ID[list(EVALUATED_IDS)] = np.arange(len(EVALUATED_IDS))
 VALID_IDS = np.arange(256) < NUM_IDS
-VALID_TRAIN_IDS = (np.arange(256) < len(CLASSES)) | (np.arange(256) == 255)
+VALID_TRAIN_IDS = (np.arange(256) < len(CLASSES)) | (np.arange(256) == IGNORE)
 SPLITS = ("train", "val")
 
 

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from .segmentation import DatasetError, SegmentationDataset, check_values, read_label_png
+from .transforms import IGNORE
 
 CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -27,7 +28,7 @@ SPLITS = {
     "trainval": (("trainval.txt", "SegmentationClass"),),
     "aug": (("train.txt", "SegmentationClass"), ("aug.txt", "SegmentationClassAug")),
 }
-VALID = (np.arange(256) < len(CLASSES)) | (np.arange(256) == 255)
+VALID = (np.arange(256) < len(CLASSES)) | (np.arange(256) == IGNORE)
 
 
 def voc_palette(count):

@@ -18,7 +18,7 @@ import jittor_env  # noqa: F401  (configures Jittor before its first import)
 import jittor as jt
 from jittor import nn
 
-from . import cca_cpu
+import kernels
 
 
 @lru_cache(maxsize=64)
@@ -35,11 +35,12 @@ def criss_cross_attention(query, key, value):
     """sum_i A_{i,u} Phi_{i,u} for every pixel u: the aggregation of Eq. 2 without gamma and residual.
 
     query, key: [B, C', H, W]; value: [B, C, H, W]. Returns [B, C, H, W]. On the CPU with oneDNN
-    and float32 inputs the fused kernel of models/cca_cpu.py computes it; otherwise (GPU, where
+    and float32 inputs the fused kernel of kernels/cca_cpu.py computes it; otherwise (GPU, where
     Jittor's matmuls use cuBLAS, or float64) the batched-matmul formulation below.
     """
-    if cca_cpu.available(query, key, value):
-        return cca_cpu.criss_cross_attention_cpu(query, key, value)
+    kernel = kernels.choose("criss_cross_attention", query, key, value)
+    if kernel:
+        return kernel.criss_cross_attention(query, key, value)
     return criss_cross_attention_bmm(query, key, value)
 
 
@@ -70,9 +71,8 @@ def criss_cross_attention_bmm(query, key, value):
 
 def scaled_residual(gamma, out, x):
     """gamma * out + x, the last step of Eq. 2 (a fused kernel on the CPU, as the aggregation)."""
-    if cca_cpu.available(gamma, out, x):
-        return cca_cpu.scaled_residual_cpu(gamma, out, x)
-    return gamma * out + x
+    kernel = kernels.choose("scaled_residual", gamma, out, x)
+    return kernel.scaled_residual(gamma, out, x) if kernel else gamma * out + x
 
 
 class CrissCrossAttention(nn.Module):

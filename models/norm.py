@@ -12,7 +12,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from . import norm_cpu, norm_gpu
+import kernels
 
 ACTIVATIONS = ("leaky_relu", "relu", "identity")
 
@@ -57,11 +57,11 @@ class ABN(nn.Module):
 
     def execute(self, x, residual=None):
         """act(norm(x) [+ residual]): a residual, where given, joins before the activation."""
-        kernels = next((k for k in (norm_cpu, norm_gpu) if k.available(x)), None) if self.is_train else None
-        if kernels:
-            stats = kernels.batch_statistics(x)
+        kernel = kernels.choose("norm", x) if self.is_train else None
+        if kernel:
+            stats = kernel.batch_statistics(x)
             self._update_running_statistics(x, stats[0], stats[1])
-            return kernels.norm_activation(x, self._scale(self.weight), self.bias, stats, self.activation,
+            return kernel.norm_activation(x, self._scale(self.weight), self.bias, stats, self.activation,
                                            self.slope, self.eps, residual)
         if self.is_train:
             mean, var = self._batch_statistics(x)

@@ -13,7 +13,7 @@ import jittor_env  # noqa: F401
 import jittor as jt
 from jittor import nn
 
-from . import depthwise_cpu
+import kernels
 from .norm import BatchNorm2d
 from .stochastic import DropPath
 
@@ -28,14 +28,15 @@ MLP_RATIOS = [8, 8, 4, 4]
 
 class DepthwiseConv2d(nn.Conv2d):
     """One k x k filter per channel (groups = channels), stride 1; on the CPU the kernels of
-    models/depthwise_cpu.py compute it, elsewhere nn.Conv2d."""
+    kernels/depthwise_cpu.py compute it, elsewhere nn.Conv2d."""
 
     def __init__(self, dim, kernel_size, padding, dilation=1):
         super().__init__(dim, dim, kernel_size, padding=padding, dilation=dilation, groups=dim)
 
     def execute(self, x):
-        if depthwise_cpu.available(x, self):
-            return depthwise_cpu.depthwise_conv2d(x, self.weight, self.bias, self.padding[0], self.dilation[0])
+        kernel = kernels.choose("depthwise_conv2d", x, self)
+        if kernel:
+            return kernel.depthwise_conv2d(x, self.weight, self.bias, self.padding[0], self.dilation[0])
         return super().execute(x)
 
 

@@ -1,6 +1,4 @@
 """tools/ablation.py: its pictures are what it says, and its model sees exactly as far as it claims."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +7,7 @@ import jittor as jt
 
 from jittor_helpers import load_random_float64
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import ablation  # noqa: E402
+from tools import ablation
 
 
 def marker_of(label):

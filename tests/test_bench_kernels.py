@@ -1,4 +1,4 @@
-"""bench/kernels.py's GPU mode: the GPU's busy time from kernel intervals and the host's time from
+"""bench/step_kernels.py's GPU mode: the GPU's busy time from kernel intervals and the host's time from
 CUDA API calls (known answers), its summary line, and its refusal on a machine without a GPU (its
 kernels are read on GPUs only)."""
 import os
@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
-import kernels  # noqa: E402
+from bench import step_kernels as kernels
 
 
 @pytest.mark.parametrize("intervals, busy, span", [
@@ -47,7 +46,7 @@ def test_gpu_summary_line():
 
 def test_gpu_mode_refuses_without_a_gpu():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py"), "--gpu"], capture_output=True,
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "step_kernels.py"), "--gpu"], capture_output=True,
                           text=True, env=env, timeout=300)
     assert proc.returncode == 1
     assert "--gpu: no NVIDIA GPU is visible here" in proc.stderr

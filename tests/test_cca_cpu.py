@@ -6,9 +6,9 @@ import jittor as jt
 
 import numpy_reference as ref
 from jittor_helpers import load_random_float64
-from models import cca, cca_cpu
+from kernels import cca_cpu
 from models.cca import CrissCrossAttention, criss_cross_attention_bmm
-from models.cca_cpu import CrissCrossAttentionCPU, criss_cross_attention_cpu, scaled_residual_cpu
+from kernels.cca_cpu import CrissCrossAttentionCPU
 
 pytestmark = pytest.mark.skipif(jt.flags.use_cuda == 1 or jt.mkl_ops is None,
                                 reason="the fused kernel runs on the CPU with oneDNN only")
@@ -28,7 +28,7 @@ def random_inputs(seed, batch, reduced, height, width, channels):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_fused_forward_matches_reference_and_pixel_loop(shape):
     q, k, v, _ = random_inputs(0, *shape)
-    fused = criss_cross_attention_cpu(jt.array(q), jt.array(k), jt.array(v)).numpy()
+    fused = cca_cpu.criss_cross_attention(jt.array(q), jt.array(k), jt.array(v)).numpy()
     reference = criss_cross_attention_bmm(jt.array(q), jt.array(k), jt.array(v)).numpy()
     np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-5)
     exact = ref.criss_cross_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
@@ -39,7 +39,7 @@ def test_fused_forward_matches_reference_and_pixel_loop(shape):
 def test_fused_gradients_match_reference(shape):
     q, k, v, upstream = random_inputs(1, *shape)
     grads = []
-    for op in (criss_cross_attention_cpu, criss_cross_attention_bmm):
+    for op in (cca_cpu.criss_cross_attention, criss_cross_attention_bmm):
         inputs = [jt.array(q), jt.array(k), jt.array(v)]
         grads.append([g.numpy() for g in jt.grad((op(*inputs) * jt.array(upstream)).sum(), inputs)])
     for name, fused, reference in zip(["query", "key", "value"], *grads):
@@ -51,7 +51,7 @@ def test_centre_pixel_counted_once_by_the_fused_kernel():
     height, width = 4, 6
     value = np.random.default_rng(2).standard_normal((1, 2, height, width)).astype(np.float32)
     zeros = np.zeros((1, 1, height, width), np.float32)
-    out = criss_cross_attention_cpu(jt.array(zeros), jt.array(zeros), jt.array(value)).numpy()
+    out = cca_cpu.criss_cross_attention(jt.array(zeros), jt.array(zeros), jt.array(value)).numpy()
     expected = (value.sum(3, keepdims=True) + value.sum(2, keepdims=True) - value) / (height + width - 1)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
@@ -66,8 +66,8 @@ def test_backward_keeps_only_the_attention_and_the_inputs():
 
 def test_module_uses_the_fused_kernel_for_float32_on_cpu(monkeypatch):
     calls = []
-    real = cca_cpu.criss_cross_attention_cpu
-    monkeypatch.setattr(cca_cpu, "criss_cross_attention_cpu", lambda *a: calls.append(1) or real(*a))
+    real = cca_cpu.criss_cross_attention
+    monkeypatch.setattr(cca_cpu, "criss_cross_attention", lambda *a: calls.append(1) or real(*a))
     module = CrissCrossAttention(16)
     params = {n: np.random.default_rng(4).standard_normal(p.shape).astype(np.float32) * 0.5
               for n, p in module.state_dict().items()}
@@ -78,7 +78,7 @@ def test_module_uses_the_fused_kernel_for_float32_on_cpu(monkeypatch):
     assert calls == [1]
     expected = ref.cca_module(x.astype(np.float64), {n: p.astype(np.float64) for n, p in params.items()})
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    assert cca.cca_cpu.available(jt.array(x)) and not cca.cca_cpu.available(jt.array(x).float64())
+    assert cca_cpu.available(jt.array(x)) and not cca_cpu.available(jt.array(x).float64())
 
 
 # one block of the d gamma sum, several with a partial last one (2 x 3 x 150 x 151 = 135900 values)
@@ -88,7 +88,7 @@ def test_scaled_residual_and_its_gradients_match_float64(shape):
     gamma, out, x, upstream = (np.array([0.37]), rng.standard_normal(shape), rng.standard_normal(shape),
                                rng.standard_normal(shape))
     inputs = [jt.array(a.astype(np.float32)) for a in (gamma, out, x)]
-    y = scaled_residual_cpu(*inputs)
+    y = cca_cpu.scaled_residual(*inputs)
     loss = (y * jt.array(upstream.astype(np.float32))).sum()
     d_gamma, d_out, d_x = [g.numpy() for g in jt.grad(loss, inputs)]
     np.testing.assert_allclose(y.numpy(), gamma * out + x, rtol=1e-6, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 
 import files
 from files import WriteError, link_atomic, remove_partial_saves, replace_atomic, write_text
-from models.checkpoint import read_checkpoint, write_checkpoint
+from checkpoints import read_checkpoint, write_checkpoint
 
 
 def weights(value):

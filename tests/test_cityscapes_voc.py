@@ -1,8 +1,6 @@
 """Cityscapes and Pascal VOC: layouts, label conversion, bad input, and train.py -> test.py on each."""
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,18 +12,17 @@ from datasets import DATASETS, Cityscapes, DatasetError, PascalVOC
 from datasets import cityscapes, voc
 from inference import tile_starts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_synthetic_layouts  # noqa: E402
+from datasets import synthetic
 
 # cityscapesScripts' labels.py, (id, trainId) for ids 0..33 (255: not evaluated)
 CITYSCAPES_TRAIN_IDS = [255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7,
                         8, 9, 10, 11, 12, 13, 14, 15, 255, 255, 16, 17, 18]
 
 
-def generate(tmp_path, layout, *flags, train_count=4, val=2, size=64):
-    root = tmp_path / f"{layout}{''.join(flags)}"
-    make_synthetic_layouts.main([layout, "--out", str(root), "--train", str(train_count), "--val", str(val),
-                                 "--size", str(size), *flags])
+def generate(tmp_path, layout, train_count=4, val=2, size=64, **options):
+    root = tmp_path / f"{layout}{''.join(options)}"
+    write = synthetic.write_cityscapes if layout == "cityscapes" else synthetic.write_voc
+    write(str(root), train_count, val, size, **options)
     return root
 
 
@@ -43,7 +40,7 @@ def test_voc_palette_is_the_devkit_colour_map():
 
 
 def test_cityscapes_label_ids_and_train_ids_read_the_same(tmp_path):
-    ids, train_ids = generate(tmp_path, "cityscapes"), generate(tmp_path, "cityscapes", "--train-ids")
+    ids, train_ids = generate(tmp_path, "cityscapes"), generate(tmp_path, "cityscapes", train_ids=True)
     a, b = Cityscapes(str(ids), "val"), Cityscapes(str(train_ids), "val")
     assert [os.path.basename(p) for p, _ in a.files] == [os.path.basename(p) for p, _ in b.files]
     assert all(label.endswith("_gtFine_labelIds.png") for _, label in a.files)
@@ -75,7 +72,7 @@ def test_cityscapes_label_values_outside_the_classes_name_the_file(tmp_path):
     Image.fromarray(np.full((64, 64), 40, np.uint8)).save(label_path)
     with pytest.raises(DatasetError, match=f"{label_path}: annotation values must be label ids 0..33, found 40"):
         dataset.read(0)
-    train_ids = generate(tmp_path, "cityscapes", "--train-ids")
+    train_ids = generate(tmp_path, "cityscapes", train_ids=True)
     dataset = Cityscapes(str(train_ids), "train")
     label_path = dataset.files[0][1]
     Image.fromarray(np.full((64, 64), 19, np.uint8)).save(label_path)
@@ -84,7 +81,7 @@ def test_cityscapes_label_values_outside_the_classes_name_the_file(tmp_path):
 
 
 def test_voc_splits_read_palette_and_augmented_labels(tmp_path):
-    root = generate(tmp_path, "voc", "--aug")
+    root = generate(tmp_path, "voc", aug=True)
     assert len(PascalVOC(str(root), "val")) == 2 and len(PascalVOC(str(root), "train")) == 4
     aug = PascalVOC(str(root), "aug")
     assert len(aug) == 8 and aug.augment
@@ -142,8 +139,7 @@ def test_official_augmentation_draws_the_official_ratios():
                                         ("voc", ["--preset", "voc12aug"])])
 def test_train_then_test_on_each_dataset(tmp_path, name, flags, capsys):
     """A few iterations on the generated tree, then test.py with the checkpoint's own protocol."""
-    layout_flags = ["--aug"] if name == "voc" else []
-    root = generate(tmp_path, name, *layout_flags, size=96)
+    root = generate(tmp_path, name, size=96, **({"aug": True} if name == "voc" else {}))
     work = tmp_path / "work"
     assert train.main(["--backbone", "van_b0", *flags, "--data-root", str(root), "--work-dir", str(work),
                        "--crop-size", "64", "--img-scale", "128", "96", "--batch-size", "2", "--workers", "0",

@@ -3,7 +3,6 @@
 The fixtures (tests/fixtures, written by tools/make_checkpoint_fixtures.py with PyTorch) are tiny
 versions of the three published files, in their formats, with what PyTorch computed on one input.
 """
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,11 @@ import pytest
 import jittor as jt
 
 from models.ccnet import CCNetResNet
-from models.checkpoint import CheckpointError, load_checked, model_shapes, read_state_dict, write_checkpoint
+from checkpoints import CheckpointError, load_checked, model_shapes, read_state_dict, write_checkpoint
 from models.resnet import ResNet
 from models.van import VAN
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_weights  # noqa: E402
+from tools import convert_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL = FIXTURES / "ccnet_official_tiny.pth"

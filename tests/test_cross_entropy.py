@@ -1,4 +1,4 @@
-"""The per-pixel cross-entropy, both as the CPU kernel (cross_entropy_cpu.py) and as the Jittor
+"""The per-pixel cross-entropy, both as the CPU kernel (kernels/cross_entropy_cpu.py) and as the Jittor
 operators used elsewhere (losses.pixel_cross_entropy, run here on the CPU): per-pixel losses and the
 logits' gradient against NumPy float64 and its finite differences, and against Jittor's own
 cross_entropy_loss; the training loss is the same through either."""
@@ -8,7 +8,7 @@ import pytest
 import jittor as jt
 from jittor import nn
 
-import cross_entropy_cpu
+from kernels import cross_entropy_cpu
 import losses
 
 IGNORE = 255

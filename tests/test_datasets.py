@@ -1,7 +1,6 @@
 """The ADE20K loader and transforms: real devkit files, alignment, validation, the generator."""
 import csv
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "ade20k_sample"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is absent: the three real "
                                   "ADE20K validation images are read from there, not committed")
-sys.path.insert(0, str(ROOT / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 
 def test_label_mapping_ignores_other_and_shifts_classes():
@@ -188,7 +186,7 @@ def test_annotation_values_above_150_raise_naming_the_file(tmp_path):
 
 
 def test_draws_fix_order_and_augmentation_by_seed_alone(tmp_path):
-    make_synthetic_ade20k.main(["--out", str(tmp_path), "--train", "4", "--val", "1", "--size", "96"])
+    synthetic.write_ade20k(str(tmp_path), train=4, val=1, size=96)
     first = ADE20K(str(tmp_path), "training", crop_size=64, seed=3)
     again = ADE20K(str(tmp_path), "training", crop_size=64, seed=3)
     epoch0 = [first.file_index(d) for d in range(4)]
@@ -211,9 +209,8 @@ def tree_digest(folder):
 
 
 def test_generator_is_deterministic_by_seed(tmp_path):
-    args = ["--train", "3", "--val", "2", "--size", "64"]
-    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        make_synthetic_ade20k.main(["--out", str(tmp_path / name), "--seed", seed] + args)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        synthetic.write_ade20k(str(tmp_path / name), train=3, val=2, size=64, seed=seed)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b") != tree_digest(tmp_path / "c")
     dataset = ADE20K(str(tmp_path / "a"), "validation")
     assert len(dataset.files) == 2
@@ -221,22 +218,22 @@ def test_generator_is_deterministic_by_seed(tmp_path):
 
 def test_generated_long_range_class_is_told_only_by_the_far_cue(tmp_path):
     for index in range(20):
-        image, label = make_synthetic_ade20k.draw_scene(np.random.default_rng([5, 0, index]), 128)
-        target = make_synthetic_ade20k.SOFA if (label == make_synthetic_ade20k.SOFA).any() \
-            else make_synthetic_ade20k.ARMCHAIR
+        image, label = synthetic.draw_scene(np.random.default_rng([5, 0, index]), 128)
+        target = synthetic.SOFA if (label == synthetic.SOFA).any() \
+            else synthetic.ARMCHAIR
         ellipse = label == target
-        cue = label == make_synthetic_ade20k.PAINTING
+        cue = label == synthetic.PAINTING
         assert ellipse.any() and cue.any() and (label == 0).any()
         rows, cols = np.nonzero(ellipse)
         cue_rows, cue_cols = np.nonzero(cue)
         assert not set(rows) & set(cue_rows) and not set(cols) & set(cue_cols)
         cue_colour = image[cue].mean(axis=0)
-        assert (cue_colour[0] > cue_colour[2]) == (target == make_synthetic_ade20k.SOFA)
+        assert (cue_colour[0] > cue_colour[2]) == (target == synthetic.SOFA)
         assert np.abs(image[ellipse].mean(axis=0) - 128).max() < 10  # the same grey either way
 
 
 def test_worker_processes_give_the_batches_of_the_reading_process(tmp_path):
-    make_synthetic_ade20k.main(["--out", str(tmp_path), "--train", "12", "--val", "1", "--size", "96"])
+    synthetic.write_ade20k(str(tmp_path), train=12, val=1, size=96)
     dataset = ADE20K(str(tmp_path), "training", crop_size=64)
     here = list(Loader(dataset, batch_size=4, stop=20))
     with Loader(dataset, batch_size=4, stop=20, workers=2) as loader:

@@ -1,4 +1,4 @@
-"""The CPU depthwise convolution kernels (models/depthwise_cpu.py): output and the gradients of
+"""The CPU depthwise convolution kernels (kernels/depthwise_cpu.py): output and the gradients of
 input, weight and bias against a direct NumPy float64 convolution and its finite differences, and
 against the plain formulation (nn.Conv2d with groups = channels, oneDNN) in float32."""
 import numpy as np
@@ -8,7 +8,7 @@ import jittor as jt
 from jittor import nn
 
 import numpy_reference as ref
-from models import depthwise_cpu
+from kernels import depthwise_cpu
 from models.van import DepthwiseConv2d
 
 # (kernel, padding, dilation): VAN's three, then padding other than "same" and a non-square map

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 import train
-from models.checkpoint import read_checkpoint
+from checkpoints import read_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 MPIRUN = shutil.which("mpirun")
@@ -68,7 +67,7 @@ def test_a_norm_in_two_processes_is_the_norm_of_their_whole_batch(tmp_path):
 
 def test_two_processes_match_one(tmp_path):
     data_root = str(tmp_path / "data")
-    make_synthetic_ade20k.main(["--out", data_root, "--train", "8", "--val", "3", "--size", "96"])
+    synthetic.write_ade20k(data_root, train=8, val=3, size=96)
     distributed = tmp_path / "two"
     run_two_processes("mpi_train.py", *run_args(data_root, distributed))
     single = tmp_path / "one"

@@ -1,6 +1,4 @@
 """Whole, sliding-window, multi-scale and flip inference, and evaluation over a split."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,7 @@ from datasets import ADE20K
 from datasets import transforms as T
 from inference import Protocol, evaluate, predict, tile_starts
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 
 class PixelModel(nn.Module):
@@ -82,7 +79,7 @@ def test_bad_protocols_are_refused():
 
 
 def test_evaluate_scores_every_file_at_full_resolution(tmp_path):
-    make_synthetic_ade20k.main(["--out", str(tmp_path), "--train", "1", "--val", "3", "--size", "96"])
+    synthetic.write_ade20k(str(tmp_path), train=1, val=3, size=96)
     dataset = ADE20K(str(tmp_path), "validation")
     seen = []
     results = evaluate(ConstantModel(150, favourite=0), dataset, Protocol(), 150, progress=False,

@@ -225,8 +225,7 @@ def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
 def test_gpu_checks_train_py_row_reads_train_pys_own_log(tmp_path):
     """The check's train.py row, run small on the CPU: train.py on generated data, its seconds per
     iteration over the last log interval, the recipe's hours at that speed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    import gpu_check
+    from tools import gpu_check
     report = gpu_check.Report(tmp_path, budget=600)
     result = gpu_check.check_trainpy(report, "van_b0", tmp_path / "run", batch=2, size=64, iters=4, start=2,
                                      img_scale=(128, 64))

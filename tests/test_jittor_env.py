@@ -57,15 +57,14 @@ def test_jittor_starts_without_importing_torch():
     os.RTLD_GLOBAL unless FIX_TORCH_ERROR=0."""
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed, so Jittor cannot import it")
-    code = (f"import os, sys; sys.path.insert(0, {ROOT!r}); import jittor_env; "
+    code = ("import os, sys; import jittor_env; "
             "print('torch' in sys.modules, bool(os.RTLD_GLOBAL & os.RTLD_DEEPBIND))")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.stdout.split() == ["False", "False"], run.stderr
 
 
 FREED_MEMORY = """
 import sys
-sys.path.insert(0, {root!r})
 import jittor_env
 import numpy as np
 from pathlib import Path
@@ -89,7 +88,7 @@ def test_freed_memory_stays_for_the_next_allocation(user_setting):
     env = dict(os.environ)
     if user_setting:
         env[user_setting] = "glibc.malloc.check=0"
-    run = subprocess.run([sys.executable, "-c", FREED_MEMORY.format(root=ROOT)], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", FREED_MEMORY], cwd=ROOT, capture_output=True, text=True,
                          timeout=300, env=env)
     returned_mib = float(run.stdout.split()[-1])
     if user_setting:
@@ -158,7 +157,6 @@ def test_missing_wheels_turn_onednn_off_with_a_warning(clean_environment, monkey
 
 COMPILER_POOL_KILLED = """
 import atexit, multiprocessing, os, signal, sys, time
-sys.path.insert(0, {root!r})
 import jittor_env
 import jittor_utils
 # the pool as jittor_utils.run_cmds makes it on the first kernel compile
@@ -173,7 +171,7 @@ time.sleep(0.5)
 
 
 def test_exit_does_not_hang_on_a_killed_compiler_pool():
-    run = subprocess.Popen([sys.executable, "-c", COMPILER_POOL_KILLED.format(root=ROOT)], start_new_session=True)
+    run = subprocess.Popen([sys.executable, "-c", COMPILER_POOL_KILLED], cwd=ROOT, start_new_session=True)
     try:
         assert run.wait(timeout=60) == 0
     finally:
@@ -328,7 +326,6 @@ def test_onednn_convolutions_and_gradients_match_numpy(in_channels, out_channels
 
 HEAP_DURING_CONVOLUTION = """
 import ctypes, sys
-sys.path.insert(0, {root!r})
 import jittor_env
 import jittor as jt
 from jittor import nn
@@ -362,7 +359,7 @@ def test_onednn_copies_come_from_jittors_allocator():
     """A 3 x 3 convolution with 18 MiB of weights, forward and backward, in a new process: the C
     heap outside Jittor's allocator grew by two copies of the weights (36.6 MiB, measured) before
     the fix and by 0.6 MiB with it. The heap never shrinks (keep_freed_memory), so growth is its peak."""
-    run = subprocess.run([sys.executable, "-c", HEAP_DURING_CONVOLUTION.format(root=ROOT)],
+    run = subprocess.run([sys.executable, "-c", HEAP_DURING_CONVOLUTION], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     growth, weights = map(int, run.stdout.split()[-2:])
@@ -371,7 +368,6 @@ def test_onednn_copies_come_from_jittors_allocator():
 
 CRASH = """
 import ctypes, sys
-sys.path.insert(0, {root!r})
 import jittor_env
 ctypes.string_at(0)  # reads address 0: SIGSEGV
 """
@@ -381,8 +377,8 @@ ctypes.string_at(0)  # reads address 0: SIGSEGV
 def test_a_crash_ends_the_process_with_a_python_traceback(options):
     """Not Jittor's handler, which attached gdb and called exit() inside the handler (a crashed
     test run hung there until the time limit)."""
-    run = subprocess.run([sys.executable, *options, "-c", CRASH.format(root=ROOT)],
+    run = subprocess.run([sys.executable, *options, "-c", CRASH], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == -signal.SIGSEGV, run.stderr
     assert "Fatal Python error: Segmentation fault" in run.stderr
-    assert 'File "<string>", line 5' in run.stderr
+    assert 'File "<string>", line 4' in run.stderr

@@ -123,8 +123,6 @@ def test_workers_forked_while_opencv_threads_run_do_not_hang():
 
 READER = """
 import os, sys, time
-sys.path.insert(0, {root!r})
-sys.path.insert(0, {tests!r})
 from datasets import Loader
 from test_loader import Toy
 loader = iter(Loader(Toy(size=10**6), batch_size=2, workers=2))
@@ -135,7 +133,7 @@ time.sleep(3600)
 
 
 def test_workers_end_by_themselves_when_the_reader_is_killed():
-    reader = subprocess.Popen([sys.executable, "-c", READER.format(root=str(ROOT), tests=str(ROOT / "tests"))],
+    reader = subprocess.Popen([sys.executable, "-c", READER], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "tests")),
                               stdout=subprocess.PIPE, text=True)
     pids = [int(pid) for pid in reader.stdout.readline().split()]
     assert len(pids) == 2

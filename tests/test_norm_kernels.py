@@ -1,5 +1,5 @@
-"""The training-mode norms of one process, the CPU kernels (models/norm_cpu.py) and the GPU's
-formulation with matrix-product sums (models/norm_gpu.py, run here on the CPU: the same operators):
+"""The training-mode norms of one process, the CPU kernels (kernels/norm_cpu.py) and the GPU's
+formulation with matrix-product sums (kernels/norm_gpu.py, run here on the CPU: the same operators):
 outputs, running statistics and gradients of input, weight, bias (and a residual joining before the
 activation) against a NumPy float64 formulation and its finite differences, and against the plain
 Jittor formulation of models/norm.py."""
@@ -9,7 +9,7 @@ import pytest
 import jittor as jt
 
 from jittor_helpers import profiled
-from models import norm_cpu, norm_gpu
+from kernels import norm_cpu, norm_gpu
 from models.norm import ABN, BatchNorm2d
 
 EPS = 1e-5

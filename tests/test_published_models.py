@@ -9,7 +9,6 @@ need torch and mmsegmentation (requirements-mmseg.txt) and skip, saying so, with
 """
 import json
 import os
-import sys
 from pathlib import Path
 
 import cv2
@@ -23,16 +22,15 @@ from jittor import nn
 import test as test_script
 import train
 from datasets import PascalVOC
-from checkpoints import DATASET_PROTOCOLS, build_model, load_model, make_protocol, normalization_of
+from checkpoints import (DATASET_PROTOCOLS, build_model, load_model, make_protocol, model_shapes, protocol_normalization,
+                         read_state_dict, write_checkpoint)
 from inference import Protocol, predict
 from datasets.transforms import MIT_CAFFE
-from models.checkpoint import model_shapes, read_state_dict, write_checkpoint
 import numpy_reference as ref
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_weights  # noqa: E402
-import make_synthetic_layouts  # noqa: E402
-import mmseg_reference  # noqa: E402
+from tools import convert_weights
+from datasets import synthetic
+from reference import mmseg as mmseg_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MMSEG_TINY = FIXTURES / "ccnet_r50-d8_512x512_80k_ade20k_tiny.pth"
@@ -156,7 +154,7 @@ def test_train_checkpoints_written_before_the_record_still_load(tmp_path):
 # ---- bad input: one line naming the file, nothing written --------------------------------------
 
 def mmseg_state():
-    from models.checkpoint import read_state_dict
+    from checkpoints import read_state_dict
     return read_state_dict(str(MMSEG_TINY), "state_dict")
 
 
@@ -226,7 +224,7 @@ def test_a_converted_voc_model_evaluates_on_voc_with_its_class_names(tmp_path, c
     dst = tmp_path / "voc.safetensors"
     assert run(convert_weights.main, capsys, "mmseg", src, dst)[0] == 0
     root = tmp_path / "voc"
-    make_synthetic_layouts.main(["voc", "--out", str(root), "--train", "1", "--val", "2", "--size", "64"])
+    synthetic.write_voc(str(root), train=1, val=2, size=64)
     code, out, _ = run(test_script.main, capsys, "--ckpt", dst, "--data-root", root, "--out", tmp_path / "test")
     metrics = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert code == 0 and metrics["protocol"]["dataset"] == "voc12aug" and metrics["protocol"]["split"] == "val"
@@ -253,9 +251,9 @@ def test_official_cityscapes_model_converts_to_its_evaluate_protocol(tmp_path, c
     assert {k: protocol[k] for k in ("dataset", "mode", "crop_size", "stride", "scale", "align_corners")} == {
         "dataset": "cityscapes", "mode": "slide", "crop_size": 769, "stride": 513, "scale": [2048, 1024],
         "align_corners": True}
-    assert normalization_of(protocol) == MIT_CAFFE
+    assert protocol_normalization(protocol) == MIT_CAFFE
     root = tmp_path / "cityscapes"
-    make_synthetic_layouts.main(["cityscapes", "--out", str(root), "--train", "1", "--val", "2", "--size", "64"])
+    synthetic.write_cityscapes(str(root), train=1, val=2, size=64)
     code, out, _ = run(test_script.main, capsys, "--ckpt", dst, "--data-root", root, "--out", tmp_path / "test")
     assert code == 0 and "mIoU (devkit, all 19)" in out
 
@@ -328,7 +326,7 @@ def reference_prediction(image, normalization, protocol):
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_multi_scale_flip_inference_follows_mmsegs_order(framework, mode, align_corners):
     image = np.random.default_rng(3).integers(0, 256, (21, 29, 3)).astype(np.uint8)
-    normalization = normalization_of(make_protocol(framework, "ade20k-512x512"))
+    normalization = protocol_normalization(make_protocol(framework, "ade20k-512x512"))
     protocol = Protocol(mode, scales=(0.5, 1.0, 1.5), flip=True, crop_size=24, stride=16, scale=(48, 24),
                         align_corners=align_corners)
     ours = predict(SubsampleModel(), image, normalization, protocol)
@@ -366,7 +364,7 @@ def test_mmseg_parity_live(tmp_path, capsys, protocol_name):
     for path in sorted((SAMPLE / "images" / "validation").glob("*.jpg")):
         theirs, logits = mmseg_reference.predict(reference, str(path))
         image = test_script.read_image(str(path))
-        ours = predict(model, image, normalization_of(saved), protocol).argmax(0)
+        ours = predict(model, image, protocol_normalization(saved), protocol).argmax(0)
         assert_same_up_to_ties(ours, theirs, logits, path.name)
 
 

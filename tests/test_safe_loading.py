@@ -5,8 +5,6 @@ naming the file and the global, nothing executed and nothing written; the real f
 kind read exactly as Jittor's readers read them."""
 import argparse
 import hashlib
-import os
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,15 +16,14 @@ from jittor_utils.load_pytorch import load_pytorch
 
 import test as test_script
 import train
-from models.checkpoint import read_checkpoint, read_state_dict, write_checkpoint
+from checkpoints import read_checkpoint, read_state_dict, write_checkpoint
 from models.van import VAN
 from weight_pickles import GLOBALS, Inert, read_pickled
 from torch_format import Call, Global, Tensor, plain_pickle, write_legacy, write_zip
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_weights  # noqa: E402
-import make_synthetic_ade20k  # noqa: E402
-import show_attention  # noqa: E402
+from tools import convert_weights
+from datasets import synthetic
+from tools import show_attention
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL = FIXTURES / "ccnet_official_tiny.pth"
@@ -133,7 +130,7 @@ def test_each_malicious_file_runs_its_payload_in_jittors_readers(malicious, name
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    make_synthetic_ade20k.main(["--out", str(root), "--train", "2", "--val", "1", "--size", "64"])
+    synthetic.write_ade20k(str(root), train=2, val=1, size=64)
     return root
 
 

@@ -1,6 +1,4 @@
 """tools/show_attention.py: its attention maps are the ones criss-cross attention aggregates with."""
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -8,8 +6,7 @@ import jittor as jt
 
 from models.cca import criss_cross_attention_bmm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import show_attention  # noqa: E402
+from tools import show_attention
 
 
 def test_attention_maps_reproduce_the_aggregation(float64):

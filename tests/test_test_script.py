@@ -1,6 +1,5 @@
 """test.py: a train.py checkpoint evaluated, its saved predictions re-scored to the same numbers."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,8 @@ from PIL import Image
 import test as test_script
 import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_synthetic_ade20k  # noqa: E402
-import show_attention  # noqa: E402
+from datasets import synthetic
+from tools import show_attention
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ade20k_sample"
 
@@ -22,7 +20,7 @@ def trained(tmp_path_factory):
     """(dataset root, checkpoint) of one iteration of van_b0 on a tiny generated set."""
     tmp = tmp_path_factory.mktemp("trained")
     root, work = tmp / "data", tmp / "work"
-    make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "2", "--size", "64"])
+    synthetic.write_ade20k(str(root), train=4, val=2, size=64)
     assert train.main(["--backbone", "van_b0", "--data-root", str(root), "--work-dir", str(work),
                        "--crop-size", "64", "--batch-size", "2", "--workers", "0", "--iters", "1",
                        "--eval-interval", "0"]) == 0

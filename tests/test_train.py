@@ -17,13 +17,12 @@ import jittor as jt
 import losses
 import train
 from datasets import ADE20K
-from models.checkpoint import read_checkpoint
+from checkpoints import read_checkpoint
 from process_helpers import live_processes_in_group, wait_for
 from tiny_training import synthetic_root, tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +291,7 @@ def long_run(data_root, work_dir, *extra):
 
 def test_a_truncated_image_ends_the_run_with_one_line_naming_it(tmp_path, launch):
     root = tmp_path / "data"
-    make_synthetic_ade20k.main(["--out", str(root), "--train", "4", "--val", "1", "--size", "96"])
+    synthetic.write_ade20k(str(root), train=4, val=1, size=96)
     # the first file of the second batch: a data worker reads it (the first batch is read by train.py)
     training = ADE20K(str(root), "training")
     bad = Path(training.files[training.file_index(2)][0])
@@ -340,7 +339,6 @@ def test_after_sigkill_the_workers_end_and_resume_logs_each_iteration_once(data_
 
 STOPPING = """
 import os, signal, sys, time
-sys.path.insert(0, {root!r})
 import train
 stop = train.StopRequest({timeout})
 for _ in range({signals}):
@@ -353,7 +351,7 @@ time.sleep(3600)
 @pytest.mark.parametrize("signals,code", [(1, -signal.SIGALRM), (2, 128 + signal.SIGTERM)])
 def test_a_stop_request_ends_the_process_by_its_deadline_or_at_a_second_signal(signals, code):
     started = time.monotonic()
-    run = subprocess.run([sys.executable, "-c", STOPPING.format(root=str(ROOT), timeout=2, signals=signals)],
+    run = subprocess.run([sys.executable, "-c", STOPPING.format(timeout=2, signals=signals)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == code and time.monotonic() - started < 60
     assert "SIGTERM: saving and stopping after this iteration (within 2 s" in run.stderr

@@ -3,7 +3,7 @@ written in PyTorch, from the same weights and batch.
 
 CCNet-R101 against the official CCNet step: the official model's train-mode arithmetic (InPlaceABN:
 |weight| + eps scale, batch statistics, running variance from the unbiased batch variance, momentum
-0.1; bench/torch_models.py's mirror with the official module names), its CriterionDSN and
+0.1; reference/torch_models.py's mirror with the official module names), its CriterionDSN and
 CriterionOhemDSN, its poly learning rate (lr_poly, no floor) and its SGD (one parameter group of
 every trainable tensor, momentum 0.9, weight decay 5e-4). CCNet-VAN-base against the VAN authors'
 segmentation recipe: AdamW (0.9, 0.999), weight decay 0.01 except on parameters named "*norm*"
@@ -20,8 +20,6 @@ them float32 constants) the two implementations agree to 1e-7, so any difference
 momentum, the unbiased running variance, weight decay on one tensor, OHEM's threshold) shows. The
 weights: batch-norm scales drawn in 0.5-1.5 (x 0.1 for the last norm of each residual block, which
 keeps three steps from diverging), classifiers x 5 so that OHEM has confident pixels to drop."""
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,9 +33,7 @@ import numpy_reference as ref  # noqa: E402
 import train  # noqa: E402
 from losses import Ohem  # noqa: E402
 from models import build_ccnet  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from torch_models import CCNet, CCNetVAN  # noqa: E402
+from reference.torch_models import CCNet, CCNetVAN  # noqa: E402
 
 CLASSES, SHAPE, ITERS, STEPS = 19, (2, 3, 33, 33), 10, 3
 RECIPES = {

@@ -21,12 +21,11 @@ import pytest
 
 import test as test_script
 import train
-from models.checkpoint import read_checkpoint
+from checkpoints import read_checkpoint
 from tiny_training import synthetic_root, tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import convert_weights  # noqa: E402
+from tools import convert_weights
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "ccnet_official_tiny.pth"
 

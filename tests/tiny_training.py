@@ -1,15 +1,12 @@
 """The small training run that the train.py tests share."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import make_synthetic_ade20k  # noqa: E402
+from datasets import synthetic
 
 
 def synthetic_root(tmp_path_factory):
     """A generated ADE20K of 8 training and 2 validation images of 96 x 96."""
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_ade20k.main(["--out", str(root), "--train", "8", "--val", "2", "--size", "96"])
+    synthetic.write_ade20k(str(root), train=8, val=2, size=96)
     return str(root)
 
 

@@ -31,18 +31,16 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jittor_env  # noqa: F401,E402
-import jittor as jt  # noqa: E402
-from jittor import nn  # noqa: E402
+import jittor_env  # noqa: F401
+import jittor as jt
+from jittor import nn
 
-from losses import segmentation_loss  # noqa: E402
-from metrics import SegmentationMetrics  # noqa: E402
-from models.norm import make_norm  # noqa: E402
-from models.rcca import RCCAHead  # noqa: E402
-from show_attention import draw, recurrence_queries_keys, spread  # noqa: E402
+from losses import segmentation_loss
+from metrics import SegmentationMetrics
+from models.norm import make_norm
+from models.rcca import RCCAHead
+from tools.show_attention import draw, recurrence_queries_keys, spread
 
 SIZE = 32  # picture side
 MARKER = 2  # marker side

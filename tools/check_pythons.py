@@ -24,8 +24,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from jittor_python import SUPPORTED  # noqa: E402
+from jittor_python import SUPPORTED
 
 
 def pyenv_root():

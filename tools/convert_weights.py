@@ -30,18 +30,15 @@ import argparse
 import os
 import re
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from checkpoints import DATASET_PROTOCOLS, build_model, make_protocol  # noqa: E402
-from files import WriteError, make_folder  # noqa: E402
-from models.checkpoint import (SUFFIX, CheckpointError, check_state_dict, list_keys,  # noqa: E402
-                               model_shapes, read_state_dict, write_checkpoint)
-from models.resnet import DEPTHS, resnet101  # noqa: E402
-from models.van import van_base  # noqa: E402
+from checkpoints import (SUFFIX, DATASET_PROTOCOLS, CheckpointError, build_model, check_state_dict,
+                         list_keys, make_protocol, model_shapes, read_state_dict, write_checkpoint)
+from files import WriteError, make_folder
+from models.resnet import DEPTHS, resnet101
+from models.van import van_base
 
 # this project's name prefix -> mmsegmentation's (ResNetV1c backbone, CCHead, FCNHead auxiliary)
 MMSEG_NAMES = (

@@ -21,16 +21,14 @@ import sys
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import make_synthetic_ade20k as synthetic  # noqa: E402
-import show_attention  # noqa: E402
-import test as test_script  # noqa: E402
-import train  # noqa: E402
-from datasets.ade20k import list_split, read_annotation  # noqa: E402
-from datasets.segmentation import read_image  # noqa: E402
-from datasets.ade20k_classes import NAMES  # noqa: E402
+from datasets import synthetic
+from tools import show_attention
+import test as test_script
+import train
+from datasets.ade20k import list_split, read_annotation
+from datasets.segmentation import read_image
+from datasets.ade20k_classes import NAMES
 
 DATA = "data/synthetic"
 WORK = "work_dirs/demo"

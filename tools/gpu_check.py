@@ -177,7 +177,7 @@ def jittor_step(backbone, mode, batch):
     import jittor as jt
     from jittor import nn
     from models import build_ccnet
-    from speed import jittor_sgd_step
+    from bench.speed import jittor_sgd_step
     model = build_ccnet(backbone, num_classes=NUM_CLASSES)
     losses = []
     if mode == "eval":
@@ -200,9 +200,9 @@ def jittor_step(backbone, mode, batch):
 
 
 def torch_step(backbone, mode, batch):
-    """The same in PyTorch, on the GPU, with the models of bench/torch_models.py."""
+    """The same in PyTorch, on the GPU, with the models of reference/torch_models.py."""
     import torch
-    from torch_models import CCNet, CCNetVAN, sgd_step
+    from reference.torch_models import CCNet, CCNetVAN, sgd_step
     device = torch.device("cuda")
     model = (CCNet(NUM_CLASSES) if backbone == "resnet101" else CCNetVAN(NUM_CLASSES)).to(device)
     losses = []
@@ -448,14 +448,12 @@ def main():
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
         result = STAGES[args.child[0]](json.loads(args.child[1]))
         print("RESULT " + json.dumps(result), flush=True)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, args.budget)
     print(report.host_line(), flush=True)
-    sys.path.insert(0, str(ROOT))
     reference = args.reference or args.out / "reference.npz"
     if args.reference is None:
         result = stage(report, "CPU reference", "reference", {"path": str(reference)}, 300,

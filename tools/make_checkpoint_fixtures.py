@@ -15,7 +15,6 @@ conversion without torch and without the real files:
                            keep-ratio resize to 2048 x 512, BGR minus the Caffe mean, logits resized
                            with align_corners=True to the resized and then the original image)
 """
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from torch_models import CCNet, VAN, ImageNetResNet  # noqa: E402
+from reference.torch_models import CCNet, VAN, ImageNetResNet
 
 OUT = ROOT / "tests" / "fixtures"
 SAMPLE = ROOT.parent / "shared" / "data" / "ade20k_sample" / "images" / "validation"

@@ -13,15 +13,13 @@
                            the ADE20K sample images in ../shared/data/ade20k_sample
 """
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import mmseg_reference as mmseg  # noqa: E402
+from reference import mmseg
 
 OUT = ROOT / "tests" / "fixtures"
 SAMPLE = ROOT.parent / "shared" / "data" / "ade20k_sample" / "images" / "validation"

@@ -12,27 +12,24 @@ key of each recurrence, from the features that recurrence sees); values, gamma a
 path are left out, so the maps show where information can come from and how strongly, not what.
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jittor_env  # noqa: F401,E402
-import jittor as jt  # noqa: E402
-import matplotlib  # noqa: E402
+import jittor_env  # noqa: F401
+import jittor as jt
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from datasets import DatasetError  # noqa: E402
-from datasets.segmentation import read_image  # noqa: E402
-from datasets import transforms as T  # noqa: E402
-from files import WriteError, replace_atomic  # noqa: E402
-from models.checkpoint import CheckpointError  # noqa: E402
-from checkpoints import load_model, normalization_of  # noqa: E402
+from datasets import DatasetError
+from datasets.segmentation import read_image
+from datasets import transforms as T
+from files import WriteError, replace_atomic
+from checkpoints import CheckpointError, load_model, protocol_normalization
 
 
 DECADES = 4  # the colour scale spans weights from 1e-4 of the peak to the peak
@@ -131,7 +128,7 @@ def main(argv=None):
         print(f"error: --pixel {x} {y} is outside the {width}x{height} image {args.image}", file=sys.stderr)
         return 2
     resized, _ = T.resize(image, None, T.keep_ratio_size(height, width, tuple(protocol["scale"])))
-    batch = jt.array(normalization_of(protocol)(resized)[None])
+    batch = jt.array(protocol_normalization(protocol)(resized)[None])
     pairs = recurrence_queries_keys(model, batch)
     h, w = pairs[0][0].shape[1:]
     first, second = spread(pairs, (min(y * h // height, h - 1), min(x * w // width, w - 1)))

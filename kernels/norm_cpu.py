@@ -15,7 +15,7 @@ are one pass forward and the ReLU's mask costs no pass of its own backward. The 
 `y` as a constant and the backward accounts for them.
 
 Used in training on one CPU process for float32 and float64 maps; on GPUs and under MPI
-models/norm_gpu.py computes the same with Jittor operators (and the statistics of every process's
+kernels/norm_gpu.py computes the same with Jittor operators (and the statistics of every process's
 part of the batch). In eval models.norm keeps the plain formulation, which Jittor fuses with the
 residual add and ReLU around it.
 """
@@ -201,7 +201,7 @@ def norm_activation(x, weight, bias, stats, activation, slope, eps, residual=Non
 
 
 def activation_data(x, activation, slope, eps, residual):
-    """The residual argument of this module's NormActivation and of models.norm_gpu's (x, never
+    """The residual argument of this module's NormActivation and of kernels.norm_gpu's (x, never
     read, where none joins) and the data both take."""
     joins = residual is not None
     data = {"slope": negative_slope(activation, slope), "eps": float(eps), "residual": int(joins)}

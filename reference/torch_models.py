@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_cca import CrissCrossAttention
+from reference.torch_cca import CrissCrossAttention
 
 
 class ABN(nn.BatchNorm2d):

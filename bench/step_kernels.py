@@ -1,8 +1,8 @@
 """Where one training step's time goes: Jittor's kernels and PyTorch's operators, the largest first.
 
-    python bench/kernels.py                                   (CCNet-R101 and CCNet-VAN-base)
-    python bench/kernels.py --backbones resnet101 --shape 1 3 256 256 --top 20
-    python bench/kernels.py --gpu --shape 4 3 512 512         (on an NVIDIA GPU, torch with CUDA)
+    python bench/step_kernels.py                                   (CCNet-R101 and CCNet-VAN-base)
+    python bench/step_kernels.py --backbones resnet101 --shape 1 3 256 256 --top 20
+    python bench/step_kernels.py --gpu --shape 4 3 512 512         (on an NVIDIA GPU, torch with CUDA)
 
 The step is bench/speed.py's (forward, main + 0.4 x DSN cross entropy, backward, SGD). Each
 framework runs in its own process: two warm-up steps (the first compiles Jittor's kernels), then
@@ -48,13 +48,11 @@ def jittor_kernel_label(name):
 def jittor_training(backbone, shape):
     """(build, run) of bench/speed.py's train step in Jittor: building its graph (Python; Jittor runs
     nothing yet) and running it to the end."""
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "bench"))
     import jittor_env  # noqa: F401
     import jittor as jt
     from jittor import nn
     from models import build_ccnet
-    from speed import jittor_sgd_step
+    from bench.speed import jittor_sgd_step
     model = build_ccnet(backbone, num_classes=150)
     x = jt.randn(shape)
     labels = jt.array(np.random.default_rng(0).integers(0, 150, (shape[0],) + tuple(shape[2:])))
@@ -63,10 +61,9 @@ def jittor_training(backbone, shape):
 
 
 def torch_training(backbone, shape, device):
-    """The same step in PyTorch (bench/torch_models.py) on `device`."""
-    sys.path.insert(0, str(ROOT / "bench"))
+    """The same step in PyTorch (reference/torch_models.py) on `device`."""
     import torch
-    from torch_models import CCNet, CCNetVAN, sgd_step
+    from reference.torch_models import CCNet, CCNetVAN, sgd_step
     model = (CCNet(150) if backbone == "resnet101" else CCNetVAN(150)).to(device).train()
     x = torch.randn(shape, device=device)
     labels = torch.randint(0, 150, (shape[0],) + tuple(shape[2:]), device=device)
@@ -239,7 +236,6 @@ def main():
         print(json.dumps(result))
         return
     if args.gpu:
-        sys.path.insert(0, str(ROOT))
         from jittor_cuda import gpu_visible  # no Jittor start in this parent process
         if not gpu_visible():
             sys.exit("--gpu: no NVIDIA GPU is visible here")

@@ -1,5 +1,5 @@
 """Batch normalisation with its activation for training on GPUs: the function and the backward of
-models/norm_cpu.py (statistics, y; then the two per-channel sums and dx), written as Jittor
+kernels/norm_cpu.py (statistics, y; then the two per-channel sums and dx), written as Jittor
 operators whose every per-channel sum is a matrix product.
 
 Jittor reduces a map [N, C, H, W] over N, H and W at once with one thread per channel: on an H100
@@ -7,7 +7,7 @@ the plain formulation's statistics of a 4 x 256 x 128 x 128 map took 1.19 ms, as
 product (cuBLAS, float32 without TF32) 0.18 ms; forward and backward through the autograd took
 3.7 ms, PyTorch's cuDNN batch norm 0.56 ms. So each sum adds the N images first (one element-wise
 pass that Jittor fuses with the term being summed, such as dz * xhat) and multiplies the [C, H * W]
-result by a column of ones. The backward uses the sums of dz and dz * xhat as models/norm_cpu.py
+result by a column of ones. The backward uses the sums of dz and dz * xhat as kernels/norm_cpu.py
 does, instead of the dozen reductions Jittor's autograd makes of the plain formulation.
 
 Jittor spends host time on every operator it runs, on a GPU more than most of these kernels take,

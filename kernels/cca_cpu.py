@@ -212,7 +212,7 @@ class CrissCrossAttentionCPU(jt.Function):
                        cpu_header=HEADER, cpu_src=BACKWARD)
 
 
-def criss_cross_attention_cpu(query, key, value):
+def criss_cross_attention(query, key, value):
     return CrissCrossAttentionCPU.apply(query, key, value)
 
 
@@ -230,5 +230,5 @@ class ScaledResidualCPU(jt.Function):
         return grad_gamma, grad_out, grad_y
 
 
-def scaled_residual_cpu(gamma, out, x):
+def scaled_residual(gamma, out, x):
     return ScaledResidualCPU.apply(gamma, out, x)

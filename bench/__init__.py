@@ -1,0 +1,1 @@
+"""Benchmarks: speed, memory and data loading, Jittor against PyTorch."""
