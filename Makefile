@@ -17,7 +17,7 @@ venv: $(INSTALLED)
 # The checkout goes first on the venv's path (a .pth file, as an editable install does it), so that
 # `python tools/X.py` and `python bench/X.py` import the project with no path code of their own.
 $(INSTALLED): $(REQUIREMENTS) requirements.txt Makefile
-	$(PYTHON) jittor_python.py
+	$(PYTHON) jittor_setup/python.py
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(REQUIREMENTS)

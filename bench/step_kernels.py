@@ -236,7 +236,7 @@ def main():
         print(json.dumps(result))
         return
     if args.gpu:
-        from jittor_cuda import gpu_visible  # no Jittor start in this parent process
+        from jittor_setup.cuda import gpu_visible  # no Jittor start in this parent process
         if not gpu_visible():
             sys.exit("--gpu: no NVIDIA GPU is visible here")
         if not torch_available():

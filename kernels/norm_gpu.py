@@ -2,10 +2,9 @@
 kernels/norm_cpu.py (statistics, y; then the two per-channel sums and dx), written as Jittor
 operators whose every per-channel sum is a matrix product.
 
-Jittor reduces a map [N, C, H, W] over N, H and W at once with one thread per channel: on an H100
-the plain formulation's statistics of a 4 x 256 x 128 x 128 map took 1.19 ms, as a matrix-vector
-product (cuBLAS, float32 without TF32) 0.18 ms; forward and backward through the autograd took
-3.7 ms, PyTorch's cuDNN batch norm 0.56 ms. So each sum adds the N images first (one element-wise
+Jittor reduces a map [N, C, H, W] over N, H and W at once with one thread per channel, several times
+slower on a GPU than the same sum as a matrix-vector product (cuBLAS; docs/gpu.md has the
+measurements). So each sum adds the N images first (one element-wise
 pass that Jittor fuses with the term being summed, such as dz * xhat) and multiplies the [C, H * W]
 result by a column of ones. The backward uses the sums of dz and dz * xhat as kernels/norm_cpu.py
 does, instead of the dozen reductions Jittor's autograd makes of the plain formulation.
@@ -14,10 +13,7 @@ Jittor spends host time on every operator it runs, on a GPU more than most of th
 so the operators are few: mean, variance, weight and bias stay separate arrays (never stacked into
 one and sliced again), divisions by the pixel count ride in the column of a mean's product or in
 dx's pass, and the products are the BLAS operator itself, not jt.matmul's broadcast product that
-Jittor replaces with it at run time. A training step of one norm with a residual, a squared-sum
-loss and SGD runs 19 operators as Jittor's profiler counts them (23 through jt.matmul, whose
-products it counts twice; more than twice as many when the arrays were stacked and the divisions
-operators of their own).
+Jittor replaces with it at run time (a test counts them).
 
 Under MPI the sums are added over the processes, so that the statistics are the whole batch's
 (synchronised batch norm), also on CPUs, whose kernels see one process's part of the batch. In eval

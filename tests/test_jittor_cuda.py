@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jittor_cuda
-import jittor_env
+import jittor_env  # noqa: F401  (starts Jittor as the project does)
 import jittor as jt
-from jittor_cuda import GpuSetupError
+from jittor_setup import SetupError, cuda, fixes, patches
+from jittor_setup.cuda import GpuSetupError
 
 
 @pytest.fixture
 def jittor_copy(tmp_path):
-    """The installed Jittor's files that PATCHES touch, copied to a folder of the same layout."""
-    source, version = jittor_cuda.jittor_package()
+    """The installed Jittor's files that the GPU fixes touch, copied to a folder of the same layout."""
+    source, version = patches.jittor_package()
     root = tmp_path / "jittor"
-    for patch in jittor_cuda.PATCHES:
+    for patch in fixes.GPU:
         (root / patch.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(os.path.join(source, patch.path), root / patch.path)
     return root, version
@@ -53,14 +53,14 @@ def fake_wheel(root, header, defines, libs):
 
 def test_patches_apply_once_and_leave_valid_files(jittor_copy):
     root, version = jittor_copy
-    patches = jittor_cuda.needed_patches((13, 0), (9, 14, 0))
-    assert patches == list(jittor_cuda.PATCHES)
-    changed = jittor_cuda.apply_patches(str(root), patches, version)
-    assert sorted(changed) == sorted({p.path for p in jittor_cuda.PATCHES})
-    assert jittor_cuda.apply_patches(str(root), patches, version) == []  # already fixed: untouched
+    needed = fixes.for_gpu((13, 0), (9, 14, 0))
+    assert needed == list(fixes.GPU)
+    changed = patches.apply_patches(str(root), needed, version)
+    assert sorted(changed) == sorted({p.path for p in fixes.GPU})
+    assert patches.apply_patches(str(root), needed, version) == []  # already fixed: untouched
     for path in changed:
         text = (root / path).read_text()
-        assert jittor_cuda.MARK in text
+        assert patches.MARK in text
         if path.endswith(".py"):
             compile(text, path, "exec")  # still Python
 
@@ -68,7 +68,7 @@ def test_patches_apply_once_and_leave_valid_files(jittor_copy):
 def test_patched_cudnn_helper_reads_the_major_version(jittor_copy, tmp_path):
     """The helper the cuDNN 9 fixes add to compile_extern.py, run on cuDNN 8 and 9 headers."""
     root, version = jittor_copy
-    jittor_cuda.apply_patches(str(root), jittor_cuda.needed_patches((12, 4), (9, 0, 0)), version)
+    patches.apply_patches(str(root), fixes.for_gpu((12, 4), (9, 0, 0)), version)
     text = (root / "compile_extern.py").read_text()
     start = text.index("def _cudnn_major")
     namespace = {"os": os}
@@ -82,30 +82,30 @@ def test_patched_cudnn_helper_reads_the_major_version(jittor_copy, tmp_path):
 
 def test_fixes_are_chosen_by_version():
     paths = lambda patches: {p.path for p in patches}  # noqa: E731
-    assert paths(jittor_cuda.needed_patches((12, 4), (8, 9, 7))) == {"src/ops/transpose_op.cc"}
-    assert "compiler.py" in paths(jittor_cuda.needed_patches((13, 0), (8, 9, 7)))
-    assert "compile_extern.py" not in paths(jittor_cuda.needed_patches((13, 0), (8, 9, 7)))
-    assert "compile_extern.py" in paths(jittor_cuda.needed_patches((12, 4), (9, 1, 0)))
+    assert paths(fixes.for_gpu((12, 4), (8, 9, 7))) == {"src/ops/transpose_op.cc"}
+    assert "compiler.py" in paths(fixes.for_gpu((13, 0), (8, 9, 7)))
+    assert "compile_extern.py" not in paths(fixes.for_gpu((13, 0), (8, 9, 7)))
+    assert "compile_extern.py" in paths(fixes.for_gpu((12, 4), (9, 1, 0)))
 
 
 def test_other_jittor_versions_are_refused(jittor_copy):
     root, _ = jittor_copy
-    with pytest.raises(GpuSetupError, match=r"Jittor 1\.3\.9\.0 .* pip install jittor==1\.3\.11\.0"):
-        jittor_cuda.apply_patches(str(root), jittor_cuda.PATCHES, "1.3.9.0")
+    with pytest.raises(SetupError, match=r"Jittor 1\.3\.9\.0 .* pip install jittor==1\.3\.11\.0"):
+        patches.apply_patches(str(root), fixes.GPU, "1.3.9.0")
 
 
 def test_an_unexpected_file_is_named_and_left_alone(jittor_copy):
     root, version = jittor_copy
     target = root / "compiler.py"
     target.write_text("# someone else's compiler.py\n")
-    with pytest.raises(GpuSetupError, match="compiler.py is not the file of Jittor 1.3.11.0"):
-        jittor_cuda.apply_patches(str(root), jittor_cuda.needed_patches((13, 0), None), version)
+    with pytest.raises(SetupError, match="compiler.py is not the file of Jittor 1.3.11.0"):
+        patches.apply_patches(str(root), fixes.for_gpu((13, 0), None), version)
     assert target.read_text() == "# someone else's compiler.py\n"
 
 
 def test_toolkit_and_versions_are_read(tmp_path):
     nvcc = fake_toolkit(tmp_path / "cuda", "12.4")
-    toolkit = jittor_cuda.find_toolkit({"nvcc_path": str(nvcc)})
+    toolkit = cuda.find_toolkit({"nvcc_path": str(nvcc)})
     assert toolkit.version == (12, 4)
     assert toolkit.home == str(tmp_path / "cuda")
     assert toolkit.lib == str(tmp_path / "cuda" / "lib64")
@@ -116,7 +116,7 @@ def test_toolkit_and_versions_are_read(tmp_path):
         #define CUDNN_MINOR 14
         #define CUDNN_PATCHLEVEL 0
         """))
-    assert jittor_cuda.header_version(str(include), "CUDNN") == (9, 14, 0)
+    assert cuda.header_version(str(include), "CUDNN") == (9, 14, 0)
 
 
 @pytest.fixture
@@ -130,15 +130,15 @@ def cuda13_with_wheels(tmp_path, monkeypatch, jittor_copy):
     nccl = fake_wheel(tmp_path / "wheels" / "nccl", "nccl.h",
                       {"NCCL_MAJOR": 2, "NCCL_MINOR": 28, "NCCL_PATCH": 3}, ["libnccl.so.2"])
     wheels = {"nvidia-cudnn-cu13": cudnn, "nvidia-nccl-cu13": nccl}
-    monkeypatch.setattr(jittor_cuda, "wheel_dir", lambda dist, package: wheels.get(dist))
+    monkeypatch.setattr(cuda, "wheel_dir", lambda dist, package: wheels.get(dist))
     root, version = jittor_copy
-    monkeypatch.setattr(jittor_cuda, "jittor_package", lambda: (str(root), version))
+    monkeypatch.setattr(patches, "jittor_package", lambda: (str(root), version))
     return {"nvcc_path": str(nvcc)}, tmp_path / "cache", root
 
 
 def test_wheel_cudnn_reaches_jittor_through_a_toolkit_mirror(cuda13_with_wheels):
     environ, cache, root = cuda13_with_wheels
-    summary = jittor_cuda.configure(environ, str(cache))
+    summary = cuda.configure(environ, str(cache))
     assert summary.startswith("CUDA 13.0") and "cuDNN 9.14.0" in summary and "NCCL 2.28.3" in summary
     mirror = os.path.dirname(os.path.dirname(environ["nvcc_path"]))
     # What Jittor reads: <toolkit>/include/cudnn.h, <toolkit>/lib64/libcudnn.so, libcudart.so.
@@ -149,34 +149,34 @@ def test_wheel_cudnn_reaches_jittor_through_a_toolkit_mirror(cuda13_with_wheels)
     assert "release 13.0" in version  # the mirror's nvcc runs the real one
     assert os.path.islink(os.path.join(environ["nccl_lib_path"], "libnccl.so"))
     assert environ["use_cutt"] == environ["use_cutlass"] == "0"  # both would be downloaded
-    assert jittor_cuda.MARK in (root / "compile_extern.py").read_text()
+    assert patches.MARK in (root / "compile_extern.py").read_text()
     again = dict(environ)
-    jittor_cuda.configure(again, str(cache))  # a second start reuses the mirror
+    cuda.configure(again, str(cache))  # a second start reuses the mirror
     assert again["nvcc_path"] == environ["nvcc_path"]
 
 
 def test_the_users_settings_win(cuda13_with_wheels):
     environ, cache, _ = cuda13_with_wheels
     environ.update(use_cutt="1", nccl_lib_path="/opt/nccl/lib", nccl_include_path="/opt/nccl/include")
-    jittor_cuda.configure(environ, str(cache))
+    cuda.configure(environ, str(cache))
     assert environ["use_cutt"] == "1"
     assert environ["nccl_lib_path"] == "/opt/nccl/lib"
 
 
 def test_no_cudnn_is_one_line_saying_what_to_install(cuda13_with_wheels, monkeypatch):
     environ, cache, _ = cuda13_with_wheels
-    monkeypatch.setattr(jittor_cuda, "wheel_dir", lambda dist, package: None)
+    monkeypatch.setattr(cuda, "wheel_dir", lambda dist, package: None)
     with pytest.raises(GpuSetupError) as error:
-        jittor_cuda.configure(environ, str(cache))
+        cuda.configure(environ, str(cache))
     message = str(error.value)
     assert "\n" not in message
     assert "has no cuDNN: pip install nvidia-cudnn-cu13" in message and 'CUDA_VISIBLE_DEVICES=""' in message
 
 
 def test_no_toolkit_is_one_line_and_no_download(monkeypatch, tmp_path):
-    monkeypatch.setattr(jittor_cuda, "nvcc_version", lambda nvcc: None)
+    monkeypatch.setattr(cuda, "nvcc_version", lambda nvcc: None)
     with pytest.raises(GpuSetupError, match="an NVIDIA GPU is visible but no CUDA toolkit was found"):
-        jittor_cuda.configure({}, str(tmp_path))
+        cuda.configure({}, str(tmp_path))
 
 
 def test_gpu_error_ends_the_start_with_exit_code_1():
@@ -197,7 +197,7 @@ def test_fused_transpose_moves_the_last_axis(tmp_path):
 
 def test_use_cuda_0_hides_the_gpu(monkeypatch):
     monkeypatch.setenv("use_cuda", "0")
-    assert jittor_env.gpu_visible() is False
+    assert cuda.gpu_visible() is False
 
 
 def test_gpu_check_runs_its_cpu_half_without_a_gpu(tmp_path):
@@ -240,16 +240,16 @@ def test_gpu_checks_train_py_row_reads_train_pys_own_log(tmp_path):
 def test_a_half_made_mirror_is_replaced_and_a_whole_one_kept(cuda13_with_wheels):
     user, cache, _ = cuda13_with_wheels
     first = dict(user)
-    jittor_cuda.configure(first, str(cache))
+    cuda.configure(first, str(cache))
     nvcc = first["nvcc_path"]
     os.remove(nvcc)  # as a start killed while writing the mirror
     again = dict(user)
-    jittor_cuda.configure(again, str(cache))
+    cuda.configure(again, str(cache))
     mirror = os.path.dirname(os.path.dirname(nvcc))
     assert again["nvcc_path"] == nvcc and os.path.isfile(nvcc)
     assert os.path.islink(os.path.join(mirror, "include", "cudnn.h"))
     marker = os.path.join(mirror, "kept")
     open(marker, "w").close()
-    jittor_cuda.configure(dict(user), str(cache))  # a whole mirror is used as it is
+    cuda.configure(dict(user), str(cache))  # a whole mirror is used as it is
     assert os.path.isfile(marker)
     assert not [name for name in os.listdir(cache) if ".tmp" in name]

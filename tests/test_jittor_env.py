@@ -1,5 +1,6 @@
 """The Jittor bootstrap: offline CPU start, oneDNN really in use, the user's settings win, a clean exit."""
 import ctypes
+import hashlib
 import importlib.util
 import os
 import signal
@@ -12,6 +13,7 @@ import pytest
 import jittor_env
 import jittor as jt
 from jittor import nn
+from jittor_setup import cuda, fixes, onednn, patches
 
 import numpy_reference as ref
 from jittor_helpers import profiled
@@ -42,7 +44,7 @@ def test_convolutions_run_on_onednn():
 
 
 def test_cpu_machine_hides_nvcc_and_quiets_log(clean_environment, monkeypatch, tmp_path):
-    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: False)
     clean_environment["JITTOR_HOME"] = str(tmp_path)
     assert jittor_env.configure_environment() is False
     assert clean_environment["nvcc_path"] == ""
@@ -104,8 +106,8 @@ def test_the_kernel_cache_does_not_follow_the_git_branch():
 
 def test_gpu_machine_sets_up_cuda(clean_environment, monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: True)
-    monkeypatch.setattr(jittor_env.jittor_cuda, "configure", lambda environ, cache: calls.append(cache) or "stack")
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: True)
+    monkeypatch.setattr(cuda, "configure", lambda environ, cache: calls.append(cache) or "stack")
     monkeypatch.setattr(jittor_env, "GPU_STACK", None)
     clean_environment["JITTOR_HOME"] = str(tmp_path)
     assert jittor_env.configure_environment() is True
@@ -115,7 +117,7 @@ def test_gpu_machine_sets_up_cuda(clean_environment, monkeypatch, tmp_path):
 
 
 def test_user_settings_win(clean_environment, monkeypatch):
-    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: False)
     clean_environment.update(nvcc_path="/opt/cuda/bin/nvcc", use_mkl="0", log_silent="0", cache_name="mine")
     jittor_env.configure_environment()
     assert clean_environment["nvcc_path"] == "/opt/cuda/bin/nvcc"
@@ -125,7 +127,7 @@ def test_user_settings_win(clean_environment, monkeypatch):
 
 
 def test_verbose_variable_keeps_jittor_log(clean_environment, monkeypatch, tmp_path):
-    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: False)
     clean_environment.update(CCNET_VERBOSE="1", JITTOR_HOME=str(tmp_path))
     jittor_env.configure_environment()
     assert "log_silent" not in clean_environment
@@ -133,22 +135,22 @@ def test_verbose_variable_keeps_jittor_log(clean_environment, monkeypatch, tmp_p
 
 def test_onednn_link_is_made_and_rebuilt_when_stale(clean_environment, tmp_path):
     clean_environment["JITTOR_HOME"] = str(tmp_path)
-    folder = tmp_path / ".cache" / "jittor" / "mkl" / jittor_env.ONEDNN_DIR
-    assert jittor_env.link_onednn()
+    folder = tmp_path / ".cache" / "jittor" / "mkl" / onednn.ONEDNN_DIR
+    assert onednn.link_onednn()
     assert (folder / "lib" / "libmkldnn.so").is_file()
     assert (folder / "include" / "dnnl.h").is_file()
 
     library = folder / "lib" / "libmkldnn.so"
     library.unlink()
     library.symlink_to(tmp_path / "removed-venv" / "libmkldnn.so")  # dangling, as after rm -r .venv
-    assert not jittor_env.onednn_usable(str(folder))
-    assert jittor_env.link_onednn()
+    assert not onednn.onednn_usable(str(folder))
+    assert onednn.link_onednn()
     assert library.is_file()
 
 
 def test_missing_wheels_turn_onednn_off_with_a_warning(clean_environment, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(jittor_env, "gpu_visible", lambda: False)
-    monkeypatch.setattr(jittor_env, "wheel_files", lambda: None)
+    monkeypatch.setattr(cuda, "gpu_visible", lambda: False)
+    monkeypatch.setattr(onednn, "wheel_files", lambda: None)
     clean_environment["JITTOR_HOME"] = str(tmp_path)
     jittor_env.configure_environment()
     assert clean_environment["use_mkl"] == "0"
@@ -180,45 +182,94 @@ def test_exit_does_not_hang_on_a_killed_compiler_pool():
     wait_for(lambda: not live_processes_in_group(run.pid), 5, "end of the pool's processes")
 
 
-@pytest.mark.parametrize("fixes", ["POINTWISE_CONVOLUTION", "ONEDNN_BUFFERS", "SERIAL_RELAY_TUNERS",
-                                   "COMPILE_IN_ONE_CALL"])
-def test_jittor_fix_applies_once_to_jittors_files(tmp_path, fixes):
+@pytest.mark.parametrize("fix", ["pointwise_convolution", "onednn_buffers", "serial_relay_tuners",
+                                 "compile_in_one_call"])
+def test_jittor_fix_applies_once_to_jittors_files(tmp_path, fix):
     """The installed files are already fixed (importing jittor_env did it); undone on copies, the
     fix gives those files back, and a second application changes nothing."""
-    import jittor_cuda
-    fixes = getattr(jittor_env, fixes)
-    source, version = jittor_cuda.jittor_package()
-    paths = sorted({fix.path for fix in fixes})
+    fix = getattr(fixes, fix).PATCHES
+    source, version = patches.jittor_package()
+    paths = sorted({patch.path for patch in fix})
     installed = {path: open(os.path.join(source, path)).read() for path in paths}
     for path in paths:
         original = installed[path]
-        for patch in (fix for fix in fixes if fix.path == path):
+        for patch in (patch for patch in fix if patch.path == path):
             assert installed[path].count(patch.new) == 1
             original = original.replace(patch.new, patch.old)
         copy = tmp_path / path
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(original)
-    assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == paths
+    assert patches.apply_patches(str(tmp_path), fix, version) == paths
     assert {path: (tmp_path / path).read_text() for path in paths} == installed
-    assert jittor_cuda.apply_patches(str(tmp_path), fixes, version) == []
+    assert patches.apply_patches(str(tmp_path), fix, version) == []
 
 
 def test_a_file_fixed_by_an_earlier_version_of_a_fix_is_upgraded(tmp_path):
     """A checkout updated over an existing environment: the forward convolution's output copy as the
     previous version of the project wrote it becomes the current version, once."""
-    import jittor_cuda
-    source, version = jittor_cuda.jittor_package()
-    revised = [fix for fix in jittor_env.JITTOR_FIXES if fix.replaces]
+    source, version = patches.jittor_package()
+    revised = [patch for patch in fixes.CPU if patch.replaces]
     assert revised
-    for fix in revised:
-        installed = open(os.path.join(source, fix.path)).read()
-        copy = tmp_path / fix.path
+    for patch in revised:
+        installed = open(os.path.join(source, patch.path)).read()
+        copy = tmp_path / patch.path
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(installed.replace(fix.new, fix.replaces[0]))
+        copy.write_text(installed.replace(patch.new, patch.replaces[0]))
         assert copy.read_text() != installed
-        assert jittor_cuda.apply_patches(str(tmp_path), [fix], version) == [fix.path]
+        assert patches.state(patch, copy.read_text()) == "earlier version"
+        assert patches.apply_patches(str(tmp_path), [patch], version) == [patch.path]
         assert copy.read_text() == installed
-        assert jittor_cuda.apply_patches(str(tmp_path), [fix], version) == []
+        assert patches.apply_patches(str(tmp_path), [patch], version) == []
+
+
+@pytest.fixture
+def fixed_copy(tmp_path):
+    """Copies of the installed Jittor's files that any fix touches (CPU fixes applied), in their layout."""
+    source, version = patches.jittor_package()
+    root = tmp_path / "site" / "jittor"
+    for path in {patch.path for patch in fixes.CPU + fixes.GPU}:
+        copy = root / path
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(open(os.path.join(source, path)).read())
+    return root, version
+
+
+def test_restore_gives_back_jittors_own_files_checked_by_checksum(fixed_copy):
+    root, version = fixed_copy
+    patches.apply_patches(str(root), fixes.for_gpu((13, 0), (9, 14, 0)), version)  # every fix in place
+    results = dict(patches.restore(str(root), fixes.CPU + fixes.GPU))
+    assert set(results) == set(patches.ORIGINALS)
+    assert all(what.startswith("restored") for what in results.values()), results
+    for path, digest in patches.ORIGINALS.items():
+        assert hashlib.sha256((root / path).read_bytes()).hexdigest() == digest, path
+        assert patches.MARK not in (root / path).read_text()
+    assert all(what == "already Jittor's original" for _, what in patches.restore(str(root), fixes.CPU + fixes.GPU))
+
+
+def test_restore_leaves_a_file_it_does_not_know(fixed_copy):
+    root, _ = fixed_copy
+    target = root / "compiler.py"
+    target.write_text(target.read_text() + "# changed by someone else\n")
+    results = dict(patches.restore(str(root), fixes.CPU + fixes.GPU))
+    assert results["compiler.py"].startswith("left as it is")
+    assert target.read_text().endswith("# changed by someone else\n")
+
+
+def test_status_lists_every_fix_without_starting_jittor():
+    code = ("import runpy, sys\nsys.argv = ['jittor_setup', 'status']\ntry:\n"
+            "    runpy.run_module('jittor_setup', run_name='__main__')\nexcept SystemExit as end:\n"
+            "    assert end.code == 0\nprint('jittor started:', 'jittor' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("Jittor 1.3.11.0 at ") and lines[-1] == "jittor started: False"
+    rows = {tuple(line.split()[:2]) for line in lines if line.split()[:1] and line.split()[0] in
+            {fix.__name__.rsplit(".", 1)[1] for fix in fixes.CPU_FIXES + fixes.GPU_FIXES}}
+    for fix in fixes.CPU_FIXES:
+        assert (fix.__name__.rsplit(".", 1)[1], "applied") in rows
+    if not cuda.gpu_visible():
+        for fix in fixes.GPU_FIXES:
+            assert (fix.__name__.rsplit(".", 1)[1], "not") in rows  # "not needed here"
 
 
 FAKE_COMPILER = """#!/bin/sh
@@ -232,14 +283,13 @@ def test_kernel_compiles_in_one_call_unless_its_source_has_tuning_marks(tmp_path
     """Jittor's kernel-compiling script, as Jittor calls it, with a compiler that logs its calls: an
     unmarked source is one call with Jittor's own arguments; a marked one still takes the script's
     assembly pass (a call with -S, then one on the assembly)."""
-    import jittor_cuda
     compiler = tmp_path / "g++"
     compiler.write_text(FAKE_COMPILER)
     compiler.chmod(0o755)
     source = tmp_path / "kernel_op.cc"
     source.write_text('//@begin replace "a" "b"\nint x;\n//@end\n' if marked else "int x;\n")
     arguments = [str(source), "-O2", "-shared", "-o", str(tmp_path / "kernel_op.so")]
-    script = os.path.join(jittor_cuda.jittor_package()[0], "utils", "asm_tuner.py")
+    script = os.path.join(patches.jittor_package()[0], "utils", "asm_tuner.py")
     subprocess.run([sys.executable, script, f"--cc_path={compiler}"] + arguments, check=True, timeout=120)
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     if marked:
@@ -252,12 +302,11 @@ def test_unfixable_jittor_compiles_one_kernel_at_a_time(clean_environment, monke
     """Where the fixes cannot be applied, Jittor's parallel op compiler is switched off instead
     (its threads race on the graph); an applied fix leaves it on. On Python 3.13, where Jittor
     needs its fix to start at all, the start stops in one line."""
-    import jittor_cuda
     jittor_env.fix_jittor()
     assert "use_parallel_op_compiler" not in clean_environment
-    source, _ = jittor_cuda.jittor_package()
-    monkeypatch.setattr(jittor_cuda, "jittor_package", lambda: (source, "1.3.10.0"))
-    if sys.version_info >= (3, 13):  # without EXEC_NAMESPACE Jittor cannot start there: one line instead
+    source, _ = patches.jittor_package()
+    monkeypatch.setattr(patches, "jittor_package", lambda: (source, "1.3.10.0"))
+    if sys.version_info >= (3, 13):  # without exec_namespace Jittor cannot start there: one line instead
         with pytest.raises(SystemExit, match="Jittor's files could not be fixed for Python 3.13"):
             jittor_env.fix_jittor()
         return

@@ -8,8 +8,8 @@ import sysconfig
 
 import pytest
 
-import jittor_cuda
-import jittor_python
+from jittor_setup import fixes, patches
+from jittor_setup import python as jittor_python
 
 
 @pytest.mark.parametrize("version,supported", [((3, 9, 18), False), ((3, 10, 0), True), ((3, 13, 0), True),
@@ -76,17 +76,17 @@ def test_the_python_3_13_fix_applies_once_to_copies_of_jittors_files(tmp_path):
     """Jittor's two exec-then-locals() imports, undone on copies (the installed files were fixed when
     jittor_env was imported): the fix gives the installed text back, and a second application
     changes nothing."""
-    import jittor_env  # it fixed the installed files
-    source, version = jittor_cuda.jittor_package()
-    fixes = jittor_env.EXEC_NAMESPACE
+    import jittor_env  # noqa: F401  (it fixed the installed files)
+    source, version = patches.jittor_package()
+    exec_namespace = fixes.exec_namespace.PATCHES
     root = tmp_path / "jittor"
-    for fix in fixes:
+    for fix in exec_namespace:
         installed = open(os.path.join(source, fix.path)).read()
         assert installed.count(fix.new) == 1 and "locals()[" not in fix.new
         copy = root / fix.path
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_text(installed.replace(fix.new, fix.old))
-    assert sorted(jittor_cuda.apply_patches(str(root), fixes, version)) == sorted(fix.path for fix in fixes)
-    for fix in fixes:
+    assert sorted(patches.apply_patches(str(root), exec_namespace, version)) == sorted(fix.path for fix in exec_namespace)
+    for fix in exec_namespace:
         assert (root / fix.path).read_text() == open(os.path.join(source, fix.path)).read()
-    assert jittor_cuda.apply_patches(str(root), fixes, version) == []
+    assert patches.apply_patches(str(root), exec_namespace, version) == []

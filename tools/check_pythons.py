@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from jittor_python import SUPPORTED
+from jittor_setup.python import SUPPORTED
 
 
 def pyenv_root():
@@ -89,11 +89,14 @@ def check(path, version, scratch):
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     log = folder / "log.txt"
-    env = {**os.environ, "JITTOR_HOME": str(folder / "home")}
+    # HOME too: Jittor writes a JITTOR_HOME it is given into ~/.cache/jittor/config.json, where it
+    # would become the default of every later run (pip keeps the user's cache of built wheels)
+    env = {**os.environ, "JITTOR_HOME": str(folder / "home"), "HOME": str(folder / "home"),
+           "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", os.path.expanduser("~/.cache/pip"))}
     env.pop("python_config_path", None)
     row = {"version": ".".join(map(str, version)), "origin": origin(path), "path": path, "log": str(log)}
     if not SUPPORTED[0] <= version[:2] <= SUPPORTED[1]:
-        stop = subprocess.run([path, str(ROOT / "jittor_python.py")], capture_output=True, text=True, cwd=ROOT)
+        stop = subprocess.run([path, str(ROOT / "jittor_setup" / "python.py")], capture_output=True, text=True, cwd=ROOT)
         lines = (stop.stdout + stop.stderr).strip().splitlines()
         refused = stop.returncode != 0 and len(lines) == 1 and "is not supported" in lines[0]
         row["result"] = "refused in one line, as it should be" if refused else f"NOT refused cleanly: {lines[-3:]}"

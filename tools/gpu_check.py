@@ -461,7 +461,7 @@ def main():
         if result:
             report.add("CPU reference (attention, norm, loss, both CCNets)", "finite" if result["finite"] else "not finite",
                        "finite", result["finite"])
-    from jittor_cuda import gpu_visible  # no Jittor start in this parent process
+    from jittor_setup.cuda import gpu_visible  # no Jittor start in this parent process
     if not gpu_visible():
         report.skipped.append("every GPU stage: no NVIDIA GPU is visible")
         report.write()

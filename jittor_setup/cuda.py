@@ -1,4 +1,5 @@
-"""Jittor's CUDA set-up, done before Jittor is imported (`jittor_env` calls `configure`).
+"""Jittor on a GPU: the CUDA toolkit, cuDNN and NCCL found before Jittor is imported (`jittor_env`
+calls `configure`).
 
 Jittor 1.3.11 finds the toolkit through `nvcc_path`, looks for cuDNN only inside that toolkit and
 /usr, and downloads NCCL, cuTT and CUTLASS sources at import when they are missing. On a current
@@ -11,8 +12,8 @@ machine (CUDA 13, cuDNN 9 from PyPI, no internet) its start fails in six places.
   `<toolkit>/include/cudnn.h` and `<toolkit>/lib64/libcudnn.so`;
 * NCCL (several GPUs under MPI) is the system's or the wheel `nvidia-nccl-cu<major>`, passed as
   `nccl_include_path` / `nccl_lib_path`; cuTT and CUTLASS, optional in Jittor, are off;
-* Jittor 1.3.11's own files get the fixes in PATCHES, each only where its CUDA or cuDNN needs it,
-  written so that the patched file still works with older versions.
+* Jittor 1.3.11's own files get the GPU fixes of jittor_setup/fixes, each only where this CUDA or
+  cuDNN needs it, written so that the patched file still works with older versions.
 
 A GPU stack that cannot work stops the start with one line saying what is missing (`GpuSetupError`).
 """
@@ -26,16 +27,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-JITTOR_VERSION = "1.3.11.0"  # the Jittor whose files PATCHES fix
+from . import SetupError, fixes, patches
+
 CPU_HINT = "to run on the CPU instead, set CUDA_VISIBLE_DEVICES=\"\""
-MARK = "ccnet-jittor:"  # starts the comment that each fix leaves in Jittor's file
 
 
-class GpuSetupError(SystemExit):
+class GpuSetupError(SetupError):
     """The GPU cannot be used as installed; the message is the one line the user sees."""
-
-    def __init__(self, message):
-        super().__init__(f"ccnet-jittor: {message}")
 
 
 @dataclass(frozen=True)
@@ -191,183 +189,6 @@ def nccl_folder(nccl, cache):
     return folder
 
 
-# ---------------------------------------------------------------- fixing Jittor's own files
-@dataclass(frozen=True)
-class Patch:
-    path: str  # inside the jittor package
-    old: str
-    new: str
-    needs: str  # what makes the fix necessary: "gpu" (any), "cuda13" or "cudnn9"; jittor_env's own
-    # fixes: "cpu" (the CPU path) or "any" (every machine)
-    replaces: tuple = ()  # what earlier versions of this fix wrote instead of `new` (upgraded in place)
-
-
-PATCHES = (
-    Patch("extern/cuda/inc/helper_cuda.h",
-          "#ifdef __CUDA_RUNTIME_H__\n// General GPU Device CUDA Initialization\n",
-          f"// {MARK} CUDA 13 removed cudaDeviceProp::computeMode and ::clockRate, which these\n"
-          "// sample helpers (unused by Jittor) read.\n"
-          "#if defined(__CUDA_RUNTIME_H__) && CUDART_VERSION < 13000\n"
-          "// General GPU Device CUDA Initialization\n",
-          "cuda13"),
-    Patch("compiler.py",
-          '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n',
-          f"        # {MARK} CUDA 13's CUB, Thrust and libcu++ need C++17.\n"
-          "        if nvcc_version >= [13]:\n"
-          '            nvcc_flags = nvcc_flags.replace("-std=c++14", "-std=c++17")\n'
-          '        nvcc_flags = nvcc_flags.replace("-Wall", "")\n',
-          "cuda13"),
-    Patch("other/code_softmax.py",
-          "    auto tmp = BlockReduce(temp_storage).Reduce(v1, cub::Max());\n",
-          f"    // {MARK} CUB 3 (CUDA 13) removed cub::Max; libcu++'s cuda::maximum replaces it.\n"
-          "#if CUB_VERSION >= 300000\n"
-          "    auto tmp = BlockReduce(temp_storage).Reduce(v1, ::cuda::maximum<>());\n"
-          "#else\n"
-          "    auto tmp = BlockReduce(temp_storage).Reduce(v1, cub::Max());\n"
-          "#endif\n",
-          "cuda13"),
-    Patch("depthwise_conv.py",
-          "    if (cub::LaneId() == 0) \n",
-          f"    // {MARK} CUB 3 (CUDA 13) removed cub::LaneId; the lane is read from PTX as it did.\n"
-          "    unsigned lane_id;\n"
-          '    asm("mov.u32 %0, %%laneid;" : "=r"(lane_id));\n'
-          "    if (lane_id == 0)\n",
-          "cuda13"),
-    Patch("extern/cuda/cub/ops/cub_where_op.cc",
-          "#include <thrust/transform.h>\n#endif\n",
-          "#include <thrust/transform.h>\n"
-          f"// {MARK} Thrust's iterators replace the ones CUB 3 (CUDA 13) removed.\n"
-          "#include <thrust/iterator/counting_iterator.h>\n"
-          "#include <thrust/iterator/transform_iterator.h>\n"
-          "#endif\n",
-          "cuda13"),
-    Patch("extern/cuda/cub/ops/cub_where_op.cc",
-          "    cub::CountingInputIterator<To> counting_itr(0);\n"
-          "    cub::TransformInputIterator<bool, NonZeroOp<Ti>, Ti*> itr(cond->ptr<Ti>(), NonZeroOp<Ti>());\n",
-          "#if CUB_VERSION >= 300000\n"
-          "    thrust::counting_iterator<To> counting_itr(0);\n"
-          "    thrust::transform_iterator<NonZeroOp<Ti>, Ti*, bool> itr(cond->ptr<Ti>(), NonZeroOp<Ti>());\n"
-          "#else\n"
-          "    cub::CountingInputIterator<To> counting_itr(0);\n"
-          "    cub::TransformInputIterator<bool, NonZeroOp<Ti>, Ti*> itr(cond->ptr<Ti>(), NonZeroOp<Ti>());\n"
-          "#endif\n",
-          "cuda13"),
-    Patch("src/ops/transpose_op.cc",
-          "        if (cutt_transpose) {\n"
-          "            auto var = cutt_transpose(x, axes);\n"
-          "            forward(var);\n"
-          "            return;\n"
-          "        }\n",
-          "        if (cutt_transpose) {\n"
-          "            auto var = cutt_transpose(x, axes);\n"
-          "            forward(var);\n"
-          "            return;\n"
-          "        }\n"
-          f"        // {MARK} without cuTT (off: Jittor downloads it) this op copies the tensor to the\n"
-          "        // CPU and back (36 transposes took 2.9 s of a 3.6 s CCNet-R101 train step on an H100);\n"
-          "        // the fused transpose, which runs on the GPU, takes it.\n"
-          "        static VarPtr(*gpu_transpose)(Var*, NanoVector) = get_op_info(\"fuse_transpose\")\n"
-          "            .get_constructor<VarPtr, Var*, NanoVector>();\n"
-          "        forward(gpu_transpose(x, axes));\n"
-          "        return;\n",
-          "gpu"),
-    Patch("compile_extern.py",
-          'def setup_cuda_lib(lib_name, link=True, extra_flags=""):\n',
-          f"# {MARK} the cuDNN 9 fixes below need the major version of the cuDNN found.\n"
-          "def _cudnn_major(cudnn_h):\n"
-          "    import re\n"
-          "    text = ''\n"
-          "    for name in ('cudnn_version.h', 'cudnn.h'):\n"
-          "        path = os.path.join(os.path.dirname(cudnn_h), name)\n"
-          "        if os.path.isfile(path):\n"
-          "            text += open(path).read()\n"
-          "    match = re.search(r'#define\\s+CUDNN_MAJOR\\s+(\\d+)', text)\n"
-          "    return int(match.group(1)) if match else 0\n"
-          "\n"
-          'def setup_cuda_lib(lib_name, link=True, extra_flags=""):\n',
-          "cudnn9"),
-    Patch("compile_extern.py",
-          '                libs = ["libcudnn_ops_infer.so", "libcudnn_ops_train.so", '
-          '"libcudnn_cnn_infer.so", "libcudnn_cnn_train.so"]\n',
-          '                libs = ["libcudnn_ops_infer.so", "libcudnn_ops_train.so", '
-          '"libcudnn_cnn_infer.so", "libcudnn_cnn_train.so"]\n'
-          f"                # {MARK} cuDNN 9 split its libraries under new names.\n"
-          "                if _cudnn_major(cuda_include_name) >= 9:\n"
-          '                    libs = ["libcudnn_graph.so", "libcudnn_engines_precompiled.so", '
-          '"libcudnn_engines_runtime_compiled.so", "libcudnn_heuristic.so", "libcudnn_ops.so", '
-          '"libcudnn_cnn.so", "libcudnn_adv.so"]\n'
-          '                    prefer_version = ("9",)\n',
-          "cudnn9"),
-    Patch("compile_extern.py",
-          "    for r, _, f in os.walk(culib_src_dir):\n"
-          "        for fname in f:\n"
-          "            culib_src_files.append(os.path.join(r, fname))\n",
-          "    for r, _, f in os.walk(culib_src_dir):\n"
-          "        for fname in f:\n"
-          f"            # {MARK} cuDNN 9 removed the RNN API (cudnnSetRNNDescriptor_v6, ...) of these files.\n"
-          '            if lib_name == "cudnn" and "rnn" in fname and _cudnn_major(cuda_include_name) >= 9:\n'
-          "                continue\n"
-          "            culib_src_files.append(os.path.join(r, fname))\n",
-          "cudnn9"),
-)
-
-
-def needed_patches(cuda_version, cudnn_version):
-    needs = {"gpu"}
-    if cuda_version[0] >= 13:
-        needs.add("cuda13")
-    if cudnn_version and cudnn_version[0] >= 9:
-        needs.add("cudnn9")
-    return [p for p in PATCHES if p.needs in needs]
-
-
-def apply_patches(jittor_dir, patches, jittor_version):
-    """Apply each fix once (a fixed file is left as it is); returns the files changed."""
-    if patches and jittor_version != JITTOR_VERSION:
-        raise GpuSetupError(f"Jittor {jittor_version} is installed, but the fixes that make Jittor "
-                            f"work with this CUDA/cuDNN are for {JITTOR_VERSION}: "
-                            f"pip install jittor=={JITTOR_VERSION}")
-    changed = []
-    for path in sorted({p.path for p in patches}):
-        full = os.path.join(jittor_dir, path)
-        with open(full) as f:
-            text = original = f.read()
-        for patch in (p for p in patches if p.path == path):
-            if patch.new in text:
-                continue
-            earlier = [r for r in patch.replaces if text.count(r) == 1]
-            if earlier:
-                text = text.replace(earlier[0], patch.new)
-                continue
-            if text.count(patch.old) != 1:
-                raise GpuSetupError(f"{full} is not the file of Jittor {JITTOR_VERSION} that the "
-                                    f"CUDA fixes expect: reinstall jittor=={JITTOR_VERSION}")
-            text = text.replace(patch.old, patch.new)
-        if text != original:
-            write_text(full, text)
-            changed.append(path)
-    return changed
-
-
-def write_text(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except PermissionError:
-        raise GpuSetupError(f"cannot write {path} to fix Jittor for this CUDA: install Jittor "
-                            "where you can write (a virtual environment)") from None
-
-
-def jittor_package():
-    """(folder, version) of the installed Jittor, found without importing it."""
-    dist = importlib.metadata.distribution("jittor")
-    return str(Path(dist.locate_file("jittor"))), dist.version
-
-
-# ---------------------------------------------------------------- the whole set-up
 def configure(environ, cache):
     """Set Jittor's CUDA variables in `environ`, fix Jittor's files; returns a one-line summary."""
     toolkit = find_toolkit(environ)
@@ -393,8 +214,8 @@ def configure(environ, cache):
     elif "nccl_lib_path" not in environ:
         environ.setdefault("nccl_include_path", nccl.include)
         environ["nccl_lib_path"] = nccl_folder(nccl, cache)
-    jittor_dir, jittor_version = jittor_package()
-    apply_patches(jittor_dir, needed_patches(toolkit.version, cudnn.version), jittor_version)
+    jittor_dir, jittor_version = patches.jittor_package()
+    patches.apply_patches(jittor_dir, fixes.for_gpu(toolkit.version, cudnn.version), jittor_version)
     cudnn_text = ".".join(map(str, cudnn.version))
     nccl_text = f"NCCL {'.'.join(map(str, nccl.version or ()))}" if nccl else "no NCCL (one GPU only)"
     return (f"CUDA {toolkit.version[0]}.{toolkit.version[1]} ({toolkit.home}), cuDNN {cudnn_text} "

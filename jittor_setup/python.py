@@ -1,5 +1,5 @@
 """Jittor on the Python at hand: the versions the project runs on and the build configuration Jittor
-compiles against (`jittor_env` calls `check_version` and `configure`; `python jittor_python.py`
+compiles against (`jittor_env` calls `check_version` and `configure`; `python jittor_setup/python.py`
 checks the version alone, with nothing but the standard library, as the Makefile does first).
 
 Jittor 1.3.11 compiles its core and kernels as extension modules of the running interpreter, with
