@@ -2,9 +2,9 @@
 depthwise_conv.py, extern/cuda/cub/ops/cub_where_op.cc: what CUDA 13 removed or requires.
 
 CUDA 13 removed two cudaDeviceProp fields that Jittor's sample helpers read, and from CUB 3
-`cub::Max`,
-`cub::LaneId` and CUB's iterators; its CUB, Thrust and libcu++ need C++17. Each change keeps the
-file working with older CUDA (`CUDART_VERSION`, `CUB_VERSION`, the nvcc version).
+`cub::Max`, `cub::LaneId` and CUB's iterators; its CUB, Thrust and libcu++ need C++17. Each
+change keeps the file working with older CUDA (`CUDART_VERSION`, `CUB_VERSION`, the nvcc
+version).
 
 Verified: tests/test_jittor_cuda.py: applied once and only for CUDA 13, on copies of Jittor's files;
 the GPU check on an H100 with CUDA 13.0 (docs/gpu.md).

@@ -1,8 +1,7 @@
 """Jittor 1.3.11, compile_extern.py: cuDNN 9's library names, and its removed RNN API.
 
 cuDNN 9 split its libraries under new names and removed the RNN API that Jittor's cudnn_rnn files
-use
-(Jittor's cuDNN RNN is left out; convolutions keep cuDNN). Older cuDNN keeps the old names.
+use (Jittor's cuDNN RNN is left out; convolutions keep cuDNN). Older cuDNN keeps the old names.
 
 Verified: tests/test_jittor_cuda.py: applied once and only for cuDNN 9, on copies of Jittor's files;
 the GPU check on an H100 with cuDNN 9.14 (docs/gpu.md).
